@@ -1,0 +1,8 @@
+#include "objects/register_all.h"
+
+namespace dohost::objects {
+
+// Not yet implemented: registers nothing, so the host starts without this app.
+void registerBroadcaster(Registry& registry) {}
+
+}  // namespace dohost::objects

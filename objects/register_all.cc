@@ -1,0 +1,1 @@
+#include "objects/register_all.h"

@@ -1,0 +1,154 @@
+// Runtime's alarm scheduling. The object's own database is the source of truth; the host index
+// (DATA/_dohost/alarms.sqlite) only guarantees the wake-up. A wake-up re-reads the object's
+// alarm and does nothing if it moved, so spurious wake-ups are harmless and none is missed.
+#include <cmath>
+
+#include "dohost/log.h"
+#include "object_slot.h"
+#include "runtime.h"
+
+namespace dohost {
+
+Status Runtime::alarmWillBeSet(ObjectSlot& slot, TimePoint when) {
+  if (!alarmIndex_) return Status::ok();
+  return alarmIndex_->upsert({slot.className(), slot.id(), slot.name(), toUnixMillis(when)});
+}
+
+void Runtime::alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when) {
+  std::string key = slot.className() + "/" + slot.id();
+  if (when) {
+    scheduleAlarm(slot.className(), slot.id(), slot.name(), *when, 0);
+    return;
+  }
+  if (auto it = alarms_.find(key); it != alarms_.end()) {
+    timers_.cancel(it->second.timer);
+    alarms_.erase(it);
+  }
+  if (alarmIndex_) (void)alarmIndex_->remove(slot.className(), slot.id());
+}
+
+void Runtime::scheduleAlarm(const std::string& className, const std::string& id,
+                            const std::optional<std::string>& name, TimePoint when,
+                            int retryCount) {
+  std::string key = className + "/" + id;
+  AlarmTimer& a = alarms_[key];
+  if (a.timer) timers_.cancel(a.timer);
+  a.className = className;
+  a.id = id;
+  if (name) a.name = name;
+  a.time = when;
+  a.retryCount = retryCount;
+  a.timer = schedule(when, [this, key] { fireAlarm(key, false); });
+}
+
+bool Runtime::runAlarmNow(ObjectSlot& slot) {
+  std::string key = slot.className() + "/" + slot.id();
+  if (alarms_.find(key) == alarms_.end()) {
+    std::optional<TimePoint> stored;
+    bool failed = false;
+    try {
+      stored = slot.storedAlarm();
+      failed = slot.alarmFailure().has_value();
+    } catch (const std::exception&) {
+      return false;
+    }
+    if (!stored && !failed) return false;
+    AlarmTimer& a = alarms_[key];
+    a.className = slot.className();
+    a.id = slot.id();
+    a.name = slot.name();
+    a.time = stored.value_or(clock_.now());
+  }
+  fireAlarm(key, true);
+  return true;
+}
+
+void Runtime::fireAlarm(const std::string& key, bool force) {
+  auto it = alarms_.find(key);
+  if (it == alarms_.end()) return;
+  AlarmTimer a = it->second;
+  timers_.cancel(a.timer);
+  it->second.timer = 0;
+  ObjectSlot* slot = nullptr;
+  try {
+    slot = &this->slot(a.className, a.id, a.name);
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, std::string("alarm for an unknown object: ") + e.what());
+    alarms_.erase(key);
+    return;
+  }
+  if (slot->inEvent()) {  // never inside another event of the object: try again right after
+    it->second.timer = schedule(clock_.now(), [this, key] { fireAlarm(key, true); });
+    return;
+  }
+  std::optional<TimePoint> stored;
+  try {
+    stored = slot->storedAlarm();
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, std::string("cannot read alarm: ") + e.what(), a.className, a.id);
+  }
+  if (!force) {
+    if (!stored) {  // deleted meanwhile: the index entry was stale
+      alarms_.erase(key);
+      if (alarmIndex_) (void)alarmIndex_->remove(a.className, a.id);
+      touch(*slot);
+      return;
+    }
+    if (*stored > clock_.now()) {  // moved later: wait for the new time
+      scheduleAlarm(a.className, a.id, a.name, *stored, 0);
+      touch(*slot);
+      return;
+    }
+  }
+  ClassMetrics& m = metrics(a.className);
+  ++m.alarmsFired;
+  AlarmInfo info{stored.value_or(a.time), a.retryCount};
+  std::string error;
+  bool ok = slot->runEvent(
+      [&](DurableObject& o) {
+        slot->beginAlarmRun();
+        o.alarm(info);
+      },
+      &error);
+  if (ok) {
+    // runEvent already applied the handler's own alarm change (beginAlarmRun cleared it, so
+    // either a new alarm was scheduled or the alarm was removed).
+    if (auto after = alarms_.find(key); after != alarms_.end() && after->second.timer == 0) {
+      alarms_.erase(after);
+    }
+    return;
+  }
+  logLine(LogLevel::kWarn, "alarm failed (retry " + std::to_string(a.retryCount) + "): " + error,
+          a.className, a.id);
+  if (a.retryCount < options_.alarmMaxRetries) {
+    ++m.alarmRetries;
+    Duration delay = options_.alarmRetryBase * (int64_t{1} << a.retryCount);
+    scheduleAlarm(a.className, a.id, a.name, clock_.now() + delay, a.retryCount + 1);
+    alarms_[key].time = info.scheduledTime;
+    return;
+  }
+  // Retries exhausted: keep it visible as failed, with its last error, instead of dropping it.
+  alarms_.erase(key);
+  try {
+    storage::ObjectDatabase& db = slot->database();
+    storage::AlarmFailure failure{toUnixMillis(info.scheduledTime), a.retryCount, error,
+                                  toUnixMillis(clock_.now())};
+    Status s = db.begin();
+    if (s.isOk()) s = db.setAlarm(std::nullopt);
+    if (s.isOk()) s = db.setAlarmFailure(failure);
+    if (s.isOk()) s = db.commit();
+    if (!s.isOk()) {
+      (void)db.rollback();
+      throw StatusError(s);
+    }
+    if (alarmIndex_) (void)alarmIndex_->remove(a.className, a.id);
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, std::string("cannot record the failed alarm: ") + e.what(),
+            a.className, a.id);
+  }
+  logLine(LogLevel::kError, "alarm given up after " + std::to_string(a.retryCount) + " retries",
+          a.className, a.id);
+  touch(*slot);
+}
+
+}  // namespace dohost

@@ -1,0 +1,86 @@
+// Runtime internals shared by the runtime core and the server: frames, sockets as the host
+// keeps them, and the seams between them (Transport for sockets, PendingResponseState for
+// answers given later).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dohost/http.h"
+#include "dohost/time.h"
+#include "dohost/websocket.h"
+
+namespace dohost {
+
+class ObjectSlot;
+
+// Bytes reserved in front of every frame's payload so the server can write the WebSocket
+// header in place (libwebsockets' LWS_PRE; lws_server.cc checks it fits).
+inline constexpr size_t kFrameHeadroom = 16;
+
+// One outgoing message, built once and shared by every socket it goes to. Immutable after
+// construction except for the headroom, which the (single) loop thread rewrites per write with
+// identical header bytes.
+struct Frame {
+  Frame(std::string_view payload, bool isBinary) : binary(isBinary) {
+    bytes.resize(kFrameHeadroom + payload.size());
+    std::copy(payload.begin(), payload.end(), bytes.begin() + kFrameHeadroom);
+  }
+  size_t size() const { return bytes.size() - kFrameHeadroom; }
+  std::string_view payload() const { return std::string_view(bytes).substr(kFrameHeadroom); }
+  bool binary;
+  std::string bytes;
+};
+using FramePtr = std::shared_ptr<Frame>;
+
+namespace detail {
+
+// The connection under an accepted socket (implemented by the server). Thread: loop.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Queues a frame; the server writes it when the socket is writable. kDropped when the
+  // per-socket byte bound is exceeded: the server then closes with 1008.
+  virtual SendResult send(const FramePtr& frame) = 0;
+  virtual void close(int code, const std::string& reason) = 0;
+  virtual size_t queuedBytes() const = 0;
+};
+
+enum class SocketState { kOpen, kClosing, kClosed };
+
+// An accepted socket as the host keeps it: survives the instance (hibernation). Owned by the
+// slot's socket map while open, and by WebSocket handles.
+struct SocketRecord {
+  uint64_t id = 0;
+  ObjectSlot* slot = nullptr;        // null once closed
+  Transport* transport = nullptr;    // null until the handshake completes, and once closed
+  SocketState state = SocketState::kOpen;
+  std::vector<std::string> tags;
+  std::string attachment;
+  bool hasAttachment = false;
+  std::optional<TimePoint> autoResponseAt;
+  std::vector<FramePtr> early;       // frames sent before the transport was bound
+};
+
+// The upgrade being decided in a fetch(): the socket the object accepted, if any.
+struct UpgradeContext {
+  std::shared_ptr<SocketRecord> accepted;
+};
+
+// A request answered later. The server gives `deliver`; the object answers through a
+// PendingResponse; the runtime's output gate calls deliver after the event commits.
+struct PendingResponseState : std::enable_shared_from_this<PendingResponseState> {
+  std::function<void(Response)> deliver;  // server side: writes the HTTP answer
+  ObjectSlot* slot = nullptr;             // set when the object defers
+  bool answered = false;
+  bool clientGone = false;
+  bool isOpen() const { return !answered && !clientGone; }
+  void answer(Response response);          // through the slot's output gate
+};
+
+}  // namespace detail
+}  // namespace dohost

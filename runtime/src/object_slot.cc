@@ -1,0 +1,230 @@
+#include "object_slot.h"
+
+#include <filesystem>
+
+#include "dohost/errors.h"
+#include "dohost/log.h"
+#include "dohost/object_id.h"
+#include "runtime.h"
+
+namespace dohost {
+
+ObjectSlot::ObjectSlot(Runtime& runtime, const ObjectFactory& factory, std::string className,
+                       std::string id, std::optional<std::string> name)
+    : runtime_(runtime),
+      factory_(factory),
+      className_(std::move(className)),
+      id_(std::move(id)),
+      lastActivity_(runtime.clock().now()) {
+  setName(name);
+  std::error_code ec;
+  constructedBefore_ = std::filesystem::exists(
+      runtime_.options().dataDir + "/" + className_ + "/" + id_ + ".sqlite", ec);
+}
+
+ObjectSlot::~ObjectSlot() {
+  for (TimerQueue::Id t : timers_) runtime_.timers().cancel(t);
+  if (idleTimer_) runtime_.timers().cancel(*idleTimer_);
+}
+
+TimePoint ObjectSlot::now() const { return runtime_.clock().now(); }
+
+void ObjectSlot::setName(const std::optional<std::string>& name) {
+  if (name && name->size() <= kMaxStoredNameBytes) name_ = name;
+}
+
+storage::ObjectDatabase& ObjectSlot::database() {
+  if (!db_) {
+    storage::OpenOptions options;
+    options.durability = runtime_.options().durability;
+    options.limits = runtime_.options().storageLimits;
+    std::string path = runtime_.options().dataDir + "/" + className_ + "/" + id_ + ".sqlite";
+    auto opened = storage::ObjectDatabase::open(path, options);
+    if (!opened.isOk()) throw StorageError(opened.status());
+    db_ = std::move(opened).value();
+    auto stored = db_->meta("id");
+    if (!stored.isOk()) throw StorageError(stored.status());
+    if (!stored.value() || (name_ && !db_->meta("name").value())) {
+      Status s = db_->setIdentity(className_, id_, name_);
+      if (!s.isOk()) throw StorageError(s);
+    } else if (!name_) {
+      auto storedName = db_->meta("name");
+      if (storedName.isOk() && storedName.value()) name_ = storedName.value();
+    }
+  }
+  return *db_;
+}
+
+void ObjectSlot::closeDatabase() {
+  if (db_ && db_->inTransaction()) (void)db_->rollback();
+  db_.reset();
+}
+
+storage::ObjectDatabase& ObjectSlot::writable() {
+  storage::ObjectDatabase& db = database();
+  if (inEvent_ && !db.inTransaction()) {
+    Status s = db.begin();
+    if (!s.isOk()) throw StorageError(s);
+  }
+  return db;
+}
+
+// --- events ---------------------------------------------------------------------------------
+
+bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::string* error) {
+  if (inEvent_) {
+    // An event never starts inside another event of the same object; the runtime defers.
+    if (error) *error = "re-entrant event";
+    return false;
+  }
+  inEvent_ = true;
+  effects_ = std::make_unique<Effects>();
+  alarmChange_.reset();
+  txnDepth_ = 0;
+  std::optional<std::string> failure;
+  try {
+    if (!instance_) {
+      instance_ = factory_(*this);
+      if (constructedBefore_) ++runtime_.metrics(className_).rehydrations;
+      constructedBefore_ = true;
+    }
+    body(*instance_);
+    if (db_ && db_->inTransaction()) {
+      Status s = db_->commit();
+      if (!s.isOk()) throw StorageError(s);
+      ++runtime_.metrics(className_).commits;
+    }
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  std::unique_ptr<Effects> effects = std::move(effects_);
+  inEvent_ = false;
+  lastActivity_ = runtime_.clock().now();
+  if (failure) {
+    if (db_ && db_->inTransaction()) (void)db_->rollback();
+    alarmChange_.reset();
+    dropInstance(*failure);
+    if (error) *error = *failure;
+    runtime_.touch(*this);
+    return false;
+  }
+  if (alarmChange_) runtime_.alarmChanged(*this, *alarmChange_);
+  release(*effects);
+  runtime_.touch(*this);
+  return true;
+}
+
+void ObjectSlot::dropInstance(const std::string& why) {
+  if (!instance_) return;
+  logLine(LogLevel::kWarn, "instance reset: " + why, className_, id_);
+  for (TimerQueue::Id t : timers_) runtime_.timers().cancel(t);
+  timers_.clear();
+  for (auto& weak : pending_) {
+    if (auto p = weak.lock(); p && p->isOpen()) {
+      p->answered = true;
+      p->deliver(Response::json(500, R"({"error":"the object was reset"})"));
+    }
+  }
+  pending_.clear();
+  instance_.reset();
+  ++generation_;
+}
+
+std::optional<std::string> ObjectSlot::evictionBlocker() const {
+  if (inEvent_) return "event in flight";
+  if (!timers_.empty()) return "pending timer";
+  for (const auto& weak : pending_) {
+    if (auto p = weak.lock(); p && p->isOpen()) return "pending response";
+  }
+  if (pendingStubCalls_ > 0) return "pending call to another object";
+  return std::nullopt;
+}
+
+void ObjectSlot::evict() {
+  if (!instance_) return;
+  instance_.reset();
+  ++generation_;
+  pending_.clear();
+  closeDatabase();
+  ++runtime_.metrics(className_).evictions;
+  logLine(LogLevel::kDebug, "evicted", className_, id_);
+}
+
+// --- output gate ----------------------------------------------------------------------------
+
+void ObjectSlot::enqueueSend(const std::shared_ptr<detail::SocketRecord>& s, FramePtr frame) {
+  SocketEffect e{s, std::move(frame)};
+  if (effects_) {
+    effects_->sockets.push_back(std::move(e));
+  } else {
+    applyNow(e);
+  }
+}
+
+void ObjectSlot::enqueueClose(const std::shared_ptr<detail::SocketRecord>& s, int code,
+                              std::string reason) {
+  SocketEffect e{s, nullptr, code, std::move(reason)};
+  if (effects_) {
+    effects_->sockets.push_back(std::move(e));
+  } else {
+    applyNow(e);
+  }
+}
+
+void ObjectSlot::enqueueAnswer(std::shared_ptr<detail::PendingResponseState> p, Response r) {
+  if (effects_) {
+    effects_->answers.emplace_back(std::move(p), std::move(r));
+  } else if (p->isOpen()) {
+    p->answered = true;
+    p->deliver(std::move(r));
+  }
+}
+
+void ObjectSlot::applyNow(SocketEffect& e) {
+  detail::SocketRecord& s = *e.socket;
+  if (s.state == detail::SocketState::kClosed) return;
+  if (e.frame) {
+    ++runtime_.metrics(className_).messagesOut;
+    if (s.transport) {
+      s.transport->send(e.frame);
+    } else {
+      s.early.push_back(e.frame);
+    }
+  } else if (s.transport) {
+    s.state = detail::SocketState::kClosing;
+    s.transport->close(e.closeCode, e.closeReason);
+  } else {
+    s.state = detail::SocketState::kClosing;
+    s.early.clear();
+  }
+}
+
+void ObjectSlot::release(Effects& effects) {
+  for (SocketEffect& e : effects.sockets) applyNow(e);
+  for (auto& [p, response] : effects.answers) {
+    if (!p->isOpen()) continue;
+    p->answered = true;
+    p->deliver(std::move(response));
+  }
+}
+
+void ObjectSlot::trackPending(const std::shared_ptr<detail::PendingResponseState>& p) {
+  p->slot = this;
+  std::erase_if(pending_, [](const auto& w) { return w.expired(); });
+  pending_.push_back(p);
+}
+
+void detail::PendingResponseState::answer(Response response) {
+  if (!isOpen()) return;
+  if (slot == nullptr) {
+    answered = true;
+    deliver(std::move(response));
+    return;
+  }
+  // Queued behind the running event's commit, like every other output.
+  slot->enqueueAnswer(shared_from_this(), std::move(response));
+}
+
+}  // namespace dohost

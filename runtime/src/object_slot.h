@@ -1,0 +1,148 @@
+// ObjectSlot: one object as the host keeps it. It outlives the object's instance: it owns the
+// database handle, the accepted sockets (with their tags and attachments) and the event queue,
+// and it is the ObjectState, Storage and Sql the instance talks to.
+//
+// States: live (instance in memory), evicted (no instance; sockets may stay open). The slot is
+// forgotten by the runtime once it is evicted and has no open socket.
+//
+// Thread: the loop thread.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "dohost/durable_object.h"
+#include "dohost/object_state.h"
+#include "dohost/registry.h"
+#include "dohost/storage/object_db.h"
+#include "internal.h"
+#include "timer_queue.h"
+
+namespace dohost {
+
+class Runtime;
+
+class ObjectSlot final : public ObjectState, public Storage, public Sql {
+ public:
+  ObjectSlot(Runtime& runtime, const ObjectFactory& factory, std::string className,
+             std::string id, std::optional<std::string> name);
+  ~ObjectSlot() override;
+
+  // --- Runtime side ---------------------------------------------------------------------
+  // Runs one event: constructs the instance if needed, runs `body`, commits, then releases
+  // what the event sent. Returns false (with `error`) if the constructor, the body or the
+  // commit failed: then nothing was sent, the writes rolled back and the instance is dropped.
+  bool runEvent(const std::function<void(DurableObject&)>& body, std::string* error = nullptr);
+
+  bool isLive() const { return instance_ != nullptr; }
+  bool inEvent() const { return inEvent_; }
+  // Why the instance cannot be evicted now, or nullopt if it can.
+  std::optional<std::string> evictionBlocker() const;
+  void evict();  // REQUIRES: no event running
+  void dropInstance(const std::string& why);
+  bool hasSockets() const { return !sockets_.empty(); }
+  const std::map<uint64_t, std::shared_ptr<detail::SocketRecord>>& sockets() const {
+    return sockets_;
+  }
+  void removeSocket(uint64_t id);
+  void addSocket(const std::shared_ptr<detail::SocketRecord>& socket);
+  std::optional<std::string> autoResponseFor(std::string_view message) const;
+  TimePoint lastActivity() const { return lastActivity_; }
+  std::optional<TimerQueue::Id>& idleTimer() { return idleTimer_; }
+  int64_t storageBytes();
+  size_t attachmentLimit() const;
+  std::optional<TimePoint> storedAlarm();  // opens the database if needed
+  std::optional<storage::AlarmFailure> alarmFailure();
+  storage::ObjectDatabase& database();     // opens it if needed; throws StorageError
+  void closeDatabase();
+  void setName(const std::optional<std::string>& name);
+  void enqueueSend(const std::shared_ptr<detail::SocketRecord>& s, FramePtr frame);
+  void enqueueClose(const std::shared_ptr<detail::SocketRecord>& s, int code, std::string reason);
+  void enqueueAnswer(std::shared_ptr<detail::PendingResponseState> p, Response response);
+  void trackPending(const std::shared_ptr<detail::PendingResponseState>& p);
+  void beginAlarmRun();  // clears the stored alarm inside the current event
+  std::optional<std::optional<TimePoint>> alarmChange() const { return alarmChange_; }
+
+  // --- ObjectState ------------------------------------------------------------------------
+  const std::string& className() const override { return className_; }
+  const std::string& id() const override { return id_; }
+  const std::optional<std::string>& name() const override { return name_; }
+  Storage& storage() override { return *this; }
+  TimePoint now() const override;
+  WebSocket acceptWebSocket(Request& request, std::vector<std::string> tags) override;
+  std::vector<WebSocket> getWebSockets(std::string_view tag) override;
+  size_t countWebSockets(std::string_view tag) override;
+  size_t broadcast(std::string_view message, const BroadcastOptions& options) override;
+  void setWebSocketAutoResponse(std::string request, std::string response) override;
+  std::optional<TimePoint> getWebSocketAutoResponseTimestamp(const WebSocket& ws) override;
+  TimerId setTimeout(Duration delay, std::function<void()> fn) override;
+  void clearTimeout(TimerId id) override;
+  std::unique_ptr<Stub> stubByName(std::string_view className, std::string_view name) override;
+  std::unique_ptr<Stub> stubById(std::string_view className, std::string_view id) override;
+
+  // --- Storage ----------------------------------------------------------------------------
+  std::optional<std::string> get(std::string_view key) override;
+  KvPairs get(const std::vector<std::string>& keys) override;
+  void put(std::string_view key, std::string_view value) override;
+  void put(const KvPairs& entries) override;
+  bool remove(std::string_view key) override;
+  int64_t remove(const std::vector<std::string>& keys) override;
+  KvPairs list(const ListOptions& options) override;
+  void deleteAll() override;
+  void transaction(const std::function<void()>& fn) override;
+  Sql& sql() override { return *this; }
+  std::optional<TimePoint> getAlarm() override;
+  void setAlarm(TimePoint when) override;
+  void deleteAlarm() override;
+
+  // --- Sql --------------------------------------------------------------------------------
+  SqlCursor execParams(std::string_view query, const std::vector<SqlValue>& params) override;
+  int64_t databaseSize() override;
+
+ private:
+  struct SocketEffect {
+    std::shared_ptr<detail::SocketRecord> socket;
+    FramePtr frame;  // null: a close
+    int closeCode = 0;
+    std::string closeReason;
+  };
+  struct Effects {
+    std::vector<SocketEffect> sockets;
+    std::vector<std::pair<std::shared_ptr<detail::PendingResponseState>, Response>> answers;
+  };
+
+  storage::ObjectDatabase& writable();  // database() inside the event's transaction
+  void release(Effects& effects);
+  void applyNow(SocketEffect& effect);
+  bool matches(const detail::SocketRecord& s, const BroadcastOptions& options) const;
+
+  Runtime& runtime_;
+  const ObjectFactory& factory_;
+  std::string className_;
+  std::string id_;
+  std::optional<std::string> name_;
+  std::unique_ptr<storage::ObjectDatabase> db_;
+  std::unique_ptr<DurableObject> instance_;
+  uint64_t generation_ = 0;  // bumped when the instance goes; stale callbacks check it
+  bool inEvent_ = false;
+  bool constructedBefore_ = false;
+  std::unique_ptr<Effects> effects_;  // the output gate of the running event
+  std::optional<std::optional<TimePoint>> alarmChange_;
+  int txnDepth_ = 0;
+  std::map<uint64_t, std::shared_ptr<detail::SocketRecord>> sockets_;  // by id = accept order
+  std::optional<std::pair<std::string, std::string>> autoResponse_;
+  std::set<TimerQueue::Id> timers_;
+  std::vector<std::weak_ptr<detail::PendingResponseState>> pending_;
+  int pendingStubCalls_ = 0;
+  TimePoint lastActivity_;
+  std::optional<TimerQueue::Id> idleTimer_;
+
+  friend class SlotStub;
+};
+
+}  // namespace dohost

@@ -1,0 +1,29 @@
+#include "dohost/registry.h"
+
+#include <stdexcept>
+
+namespace dohost {
+
+void Registry::addClass(std::string name, ObjectFactory factory) {
+  if (name.empty() || name[0] == '_' || name.find('/') != std::string::npos) {
+    throw std::invalid_argument("object class name must be non-empty, without '/' or a leading '_'");
+  }
+  classes_[std::move(name)] = std::move(factory);
+}
+
+void Registry::addApp(AppInfo app) {
+  for (AppInfo& a : apps_) {
+    if (a.name == app.name) {
+      a = std::move(app);
+      return;
+    }
+  }
+  apps_.push_back(std::move(app));
+}
+
+const ObjectFactory* Registry::findClass(std::string_view name) const {
+  auto it = classes_.find(name);
+  return it == classes_.end() ? nullptr : &it->second;
+}
+
+}  // namespace dohost

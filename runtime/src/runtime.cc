@@ -1,0 +1,236 @@
+#include "runtime.h"
+
+#include "dohost/errors.h"
+#include "dohost/log.h"
+#include "dohost/object_id.h"
+#include "object_slot.h"
+
+namespace dohost {
+namespace {
+
+std::string slotKey(const std::string& className, const std::string& id) {
+  return className + "/" + id;
+}
+
+}  // namespace
+
+Runtime::Runtime(RuntimeOptions options, const Registry& registry, Clock& clock)
+    : options_(std::move(options)), registry_(registry), clock_(clock) {}
+
+Runtime::~Runtime() { shutdown(); }
+
+Status Runtime::start() {
+  auto index = storage::AlarmIndex::open(options_.dataDir + "/_dohost/alarms.sqlite");
+  if (!index.isOk()) return index.status();
+  alarmIndex_ = std::move(index).value();
+  auto entries = alarmIndex_->all();
+  if (!entries.isOk()) return entries.status();
+  for (const storage::AlarmEntry& e : entries.value()) {
+    if (registry_.findClass(e.className) == nullptr) {
+      logLine(LogLevel::kWarn, "alarm for a class that is not registered; kept for later",
+              e.className, e.id);
+      continue;
+    }
+    scheduleAlarm(e.className, e.id, e.name, fromUnixMillis(e.timeMs), 0);
+  }
+  return Status::ok();
+}
+
+void Runtime::shutdown() {
+  if (shuttingDown_) return;
+  shuttingDown_ = true;
+  for (auto& [key, slot] : slots_) {
+    if (!slot->inEvent()) slot->evict();
+  }
+  slots_.clear();
+  alarms_.clear();
+  alarmIndex_.reset();
+}
+
+TimerQueue::Id Runtime::schedule(TimePoint at, std::function<void()> fn) {
+  TimerQueue::Id id = timers_.schedule(at, std::move(fn));
+  if (wake_) wake_();
+  return id;
+}
+
+void Runtime::runDue() { timers_.runDue(clock_.now()); }
+
+// --- slots ----------------------------------------------------------------------------------
+
+ObjectSlot& Runtime::slot(const std::string& className, const std::string& id,
+                          const std::optional<std::string>& name) {
+  std::string key = slotKey(className, id);
+  auto it = slots_.find(key);
+  if (it != slots_.end()) {
+    if (name && !it->second->name()) it->second->setName(name);
+    return *it->second;
+  }
+  const ObjectFactory* factory = registry_.findClass(className);
+  if (factory == nullptr) throw UsageError("no object class named " + className);
+  auto slot = std::make_unique<ObjectSlot>(*this, *factory, className, id, name);
+  ObjectSlot& ref = *slot;
+  slots_.emplace(key, std::move(slot));
+  return ref;
+}
+
+ObjectSlot* Runtime::findSlot(const std::string& className, const std::string& id) {
+  auto it = slots_.find(slotKey(className, id));
+  return it == slots_.end() ? nullptr : it->second.get();
+}
+
+Result<ObjectSlot*> Runtime::resolve(const std::string& className,
+                                     const std::optional<std::string>& name,
+                                     const std::optional<std::string>& id) {
+  if (registry_.findClass(className) == nullptr) {
+    return Status::notFound("no object class named " + className);
+  }
+  if (id) {
+    std::string why;
+    auto normalized = idFromString(className, *id, &why);
+    if (!normalized) return Status::invalidArgument(why);
+    return &slot(className, *normalized, std::nullopt);
+  }
+  if (!name) return Status::invalidArgument("a route needs an object name or id");
+  return &slot(className, idFromName(className, *name), name);
+}
+
+std::vector<ObjectSlot*> Runtime::slots() {
+  std::vector<ObjectSlot*> out;
+  out.reserve(slots_.size());
+  for (auto& [key, slot] : slots_) out.push_back(slot.get());
+  return out;
+}
+
+void Runtime::touch(ObjectSlot& slot) {
+  if (slot.isLive()) {
+    if (!slot.idleTimer()) {
+      ObjectSlot* s = &slot;
+      slot.idleTimer() = schedule(slot.lastActivity() + options_.idleEvict, [this, s] {
+        s->idleTimer().reset();
+        idleCheck(*s);
+      });
+    }
+    return;
+  }
+  maybeForget(slot);
+}
+
+void Runtime::idleCheck(ObjectSlot& slot) {
+  TimePoint due = slot.lastActivity() + options_.idleEvict;
+  if (slot.isLive() && !slot.evictionBlocker() && due <= clock_.now()) {
+    slot.evict();
+    maybeForget(slot);
+    return;
+  }
+  if (slot.isLive()) {
+    // Still busy or recently active: look again when it could next be idle.
+    TimePoint next = std::max(due, clock_.now() + std::min(options_.idleEvict, Duration(1000)));
+    if (due > clock_.now()) next = due;
+    ObjectSlot* s = &slot;
+    slot.idleTimer() = schedule(next, [this, s] {
+      s->idleTimer().reset();
+      idleCheck(*s);
+    });
+  }
+}
+
+void Runtime::maybeForget(ObjectSlot& slot) {
+  if (slot.isLive() || slot.inEvent() || slot.hasSockets() || slot.evictionBlocker()) return;
+  std::string key = slotKey(slot.className(), slot.id());
+  // Deferred: the caller may still be inside a method of this slot.
+  defer([this, key] {
+    auto it = slots_.find(key);
+    if (it == slots_.end()) return;
+    ObjectSlot& s = *it->second;
+    if (s.isLive() || s.inEvent() || s.hasSockets() || s.evictionBlocker()) return;
+    slots_.erase(it);
+  });
+}
+
+bool Runtime::evictNow(ObjectSlot& slot) {
+  if (!slot.isLive() || slot.inEvent()) return false;
+  slot.evict();
+  maybeForget(slot);
+  return true;
+}
+
+// --- events ---------------------------------------------------------------------------------
+
+Response Runtime::fetch(ObjectSlot& slot, Request& request) {
+  Response response = Response::json(500, R"({"error":"internal error"})");
+  bool upgrade = request.isWebSocketUpgrade();
+  if (upgrade && slot.countWebSockets({}) >= options_.maxSocketsPerObject) {
+    return Response::json(503, R"({"error":"too many WebSockets for this object"})");
+  }
+  std::string error;
+  if (request.pendingState()) slot.trackPending(request.pendingState());
+  bool ok = slot.runEvent([&](DurableObject& object) { response = object.fetch(request); }, &error);
+  if (!ok) {
+    logLine(LogLevel::kError, "fetch failed: " + error, slot.className(), slot.id());
+    response = Response::json(500, R"({"error":"internal error in the object"})");
+  }
+  if (upgrade) {
+    auto& accepted = request.upgradeContext()->accepted;
+    bool took = response.status() == 101 && response.webSocket() && accepted &&
+                response.webSocket()->record() == accepted;
+    if (!took && accepted) {
+      slot.removeSocket(accepted->id);
+      accepted->state = detail::SocketState::kClosed;
+      accepted.reset();
+      if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
+    } else if (response.status() == 101 && !accepted) {
+      response = Response::json(500, R"({"error":"fetch returned 101 without acceptWebSocket"})");
+    }
+  }
+  return response;
+}
+
+void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Message message) {
+  ObjectSlot* slot = socket->slot;
+  if (slot == nullptr || socket->state == detail::SocketState::kClosed) return;
+  ClassMetrics& m = metrics(slot->className());
+  ++m.messagesIn;
+  if (!message.binary) {
+    if (auto reply = slot->autoResponseFor(message.data)) {
+      // Answered by the host; the object is not woken.
+      socket->autoResponseAt = clock_.now();
+      ++m.autoResponses;
+      ++m.messagesOut;
+      if (socket->transport) socket->transport->send(std::make_shared<Frame>(*reply, false));
+      return;
+    }
+  }
+  WebSocket ws(socket);
+  std::string error;
+  if (!slot->runEvent([&](DurableObject& o) { o.webSocketMessage(ws, message); }, &error)) {
+    logLine(LogLevel::kError, "webSocketMessage failed: " + error, slot->className(), slot->id());
+  }
+}
+
+void Runtime::onClose(const std::shared_ptr<detail::SocketRecord>& socket, CloseInfo info) {
+  ObjectSlot* slot = socket->slot;
+  socket->transport = nullptr;
+  if (slot == nullptr) return;
+  socket->state = detail::SocketState::kClosed;
+  slot->removeSocket(socket->id);
+  WebSocket ws(socket);
+  std::string error;
+  if (!slot->runEvent([&](DurableObject& o) { o.webSocketClose(ws, info); }, &error)) {
+    logLine(LogLevel::kError, "webSocketClose failed: " + error, slot->className(), slot->id());
+  }
+}
+
+void Runtime::onError(const std::shared_ptr<detail::SocketRecord>& socket, std::string reason) {
+  ObjectSlot* slot = socket->slot;
+  socket->transport = nullptr;
+  if (slot == nullptr) return;
+  socket->state = detail::SocketState::kClosed;
+  slot->removeSocket(socket->id);
+  WebSocket ws(socket);
+  std::string error;
+  if (!slot->runEvent([&](DurableObject& o) { o.webSocketError(ws, reason); }, &error)) {
+    logLine(LogLevel::kError, "webSocketError failed: " + error, slot->className(), slot->id());
+  }
+}
+
+}  // namespace dohost

@@ -1,0 +1,136 @@
+// Runtime: the objects of one host process. Owns every ObjectSlot, the timers, the alarm
+// scheduler and the metrics; runs events through the one dispatch path (implicit transaction,
+// output gate, the single place that catches what object code throws). Knows nothing of the
+// network: the server feeds it requests and socket events, tests feed it directly.
+//
+// Thread: the loop thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dohost/registry.h"
+#include "dohost/storage/alarm_index.h"
+#include "dohost/storage/object_db.h"
+#include "dohost/time.h"
+#include "internal.h"
+#include "timer_queue.h"
+
+namespace dohost {
+
+using namespace std::chrono_literals;
+
+struct RuntimeOptions {
+  std::string dataDir = "./data";
+  Duration idleEvict = 10s;  // Cloudflare hibernates an idle object after about 10 s
+  storage::Durability durability = storage::Durability::kFull;  // nothing acknowledged is lost
+  storage::Limits storageLimits;
+  size_t maxSocketsPerObject = 32768;     // Cloudflare's per-object limit
+  size_t maxAttachmentBytes = 16 * 1024;  // Cloudflare's attachment limit
+  Duration alarmRetryBase = 2s;           // Cloudflare: 2 s, doubling
+  int alarmMaxRetries = 6;                // Cloudflare: six retries, then the alarm is given up
+};
+
+struct ClassMetrics {
+  int64_t evictions = 0;
+  int64_t rehydrations = 0;
+  int64_t messagesIn = 0;
+  int64_t messagesOut = 0;
+  int64_t autoResponses = 0;
+  int64_t alarmsFired = 0;
+  int64_t alarmRetries = 0;
+  int64_t commits = 0;
+};
+
+class ObjectSlot;
+
+class Runtime {
+ public:
+  Runtime(RuntimeOptions options, const Registry& registry, Clock& clock);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Opens the host alarm index and schedules every alarm in it (overdue ones fire at once).
+  Status start();
+  // Drops every instance (sockets are the server's to close first), closing databases.
+  void shutdown();
+
+  const RuntimeOptions& options() const { return options_; }
+  const Registry& registry() const { return registry_; }
+  Clock& clock() { return clock_; }
+  TimerQueue& timers() { return timers_; }
+
+  // The server sets this to re-arm its wake-up whenever a timer is scheduled.
+  void setWakeHook(std::function<void()> hook) { wake_ = std::move(hook); }
+  TimerQueue::Id schedule(TimePoint at, std::function<void()> fn);
+  void defer(std::function<void()> fn) { schedule(clock_.now(), std::move(fn)); }
+  // Runs what is due now. With a ManualClock, tests advance the clock and call this.
+  void runDue();
+
+  // The object (class, id), creating its slot. `name` is recorded when given.
+  ObjectSlot& slot(const std::string& className, const std::string& id,
+                   const std::optional<std::string>& name);
+  ObjectSlot* findSlot(const std::string& className, const std::string& id);
+  // Resolves a route target (name or id) to a slot; an unknown class or a bad id is an error.
+  Result<ObjectSlot*> resolve(const std::string& className, const std::optional<std::string>& name,
+                              const std::optional<std::string>& id);
+  std::vector<ObjectSlot*> slots();
+
+  // Events from outside.
+  Response fetch(ObjectSlot& slot, Request& request);
+  void onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Message message);
+  void onClose(const std::shared_ptr<detail::SocketRecord>& socket, CloseInfo info);
+  void onError(const std::shared_ptr<detail::SocketRecord>& socket, std::string reason);
+
+  // Admin: evict now (sockets stay open); run the alarm now. False if there is nothing to do.
+  bool evictNow(ObjectSlot& slot);
+  bool runAlarmNow(ObjectSlot& slot);
+
+  // Alarms (called by slots after their commits).
+  void alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when);
+  Status alarmWillBeSet(ObjectSlot& slot, TimePoint when);  // before the commit
+
+  ClassMetrics& metrics(const std::string& className) { return metrics_[className]; }
+  const std::map<std::string, ClassMetrics>& allMetrics() const { return metrics_; }
+  uint64_t nextSocketId() { return ++lastSocketId_; }
+  size_t openSockets() const { return openSockets_; }
+  void socketOpened() { ++openSockets_; }
+  void socketClosed() { --openSockets_; }
+
+  // Called by a slot when it may have become evictable or removable.
+  void touch(ObjectSlot& slot);
+
+ private:
+  struct AlarmTimer {
+    std::string className, id;
+    std::optional<std::string> name;
+    TimePoint time;
+    int retryCount = 0;
+    TimerQueue::Id timer = 0;
+  };
+  void scheduleAlarm(const std::string& className, const std::string& id,
+                     const std::optional<std::string>& name, TimePoint when, int retryCount);
+  void fireAlarm(const std::string& key, bool force);
+  void idleCheck(ObjectSlot& slot);
+  void maybeForget(ObjectSlot& slot);
+
+  RuntimeOptions options_;
+  const Registry& registry_;
+  Clock& clock_;
+  TimerQueue timers_;
+  std::function<void()> wake_;
+  std::unique_ptr<storage::AlarmIndex> alarmIndex_;
+  std::map<std::string, std::unique_ptr<ObjectSlot>> slots_;  // key: class + "/" + id
+  std::map<std::string, AlarmTimer> alarms_;                  // same key
+  std::map<std::string, ClassMetrics> metrics_;
+  uint64_t lastSocketId_ = 0;
+  size_t openSockets_ = 0;
+  bool shuttingDown_ = false;
+};
+
+}  // namespace dohost

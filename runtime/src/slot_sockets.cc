@@ -1,0 +1,189 @@
+// ObjectSlot's hibernation API: accepting sockets, tags, broadcast, auto-response; and the
+// object's timers and stubs.
+#include <algorithm>
+
+#include "dohost/errors.h"
+#include "dohost/object_id.h"
+#include "object_slot.h"
+#include "runtime.h"
+
+namespace dohost {
+
+size_t ObjectSlot::attachmentLimit() const { return runtime_.options().maxAttachmentBytes; }
+
+WebSocket ObjectSlot::acceptWebSocket(Request& request, std::vector<std::string> tags) {
+  detail::UpgradeContext* upgrade = request.upgradeContext();
+  if (upgrade == nullptr) throw UsageError("acceptWebSocket: the request is not a WebSocket upgrade");
+  if (upgrade->accepted) throw UsageError("acceptWebSocket: this upgrade was already accepted");
+  if (tags.size() > kMaxTagsPerSocket) {
+    throw UsageError("acceptWebSocket: at most 10 tags per socket, got " + std::to_string(tags.size()));
+  }
+  for (size_t i = 0; i < tags.size(); ++i) {
+    if (tags[i].empty() || tags[i].size() > kMaxTagLength) {
+      throw UsageError("acceptWebSocket: a tag must have 1 to 256 characters");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (tags[i] == tags[j]) throw UsageError("acceptWebSocket: duplicate tag " + tags[i]);
+    }
+  }
+  if (sockets_.size() >= runtime_.options().maxSocketsPerObject) {
+    throw UsageError("acceptWebSocket: the object has the maximum number of sockets");
+  }
+  auto record = std::make_shared<detail::SocketRecord>();
+  record->id = runtime_.nextSocketId();
+  record->tags = std::move(tags);
+  upgrade->accepted = record;
+  addSocket(record);
+  return WebSocket(record);
+}
+
+void ObjectSlot::addSocket(const std::shared_ptr<detail::SocketRecord>& socket) {
+  socket->slot = this;
+  sockets_.emplace(socket->id, socket);
+  runtime_.socketOpened();
+}
+
+void ObjectSlot::removeSocket(uint64_t id) {
+  auto it = sockets_.find(id);
+  if (it == sockets_.end()) return;
+  it->second->slot = nullptr;
+  sockets_.erase(it);
+  runtime_.socketClosed();
+}
+
+std::vector<WebSocket> ObjectSlot::getWebSockets(std::string_view tag) {
+  std::vector<WebSocket> out;
+  out.reserve(sockets_.size());
+  for (const auto& [id, s] : sockets_) {
+    if (s->state == detail::SocketState::kClosed) continue;
+    if (tag.empty() || std::find(s->tags.begin(), s->tags.end(), tag) != s->tags.end()) {
+      out.emplace_back(s);
+    }
+  }
+  return out;
+}
+
+size_t ObjectSlot::countWebSockets(std::string_view tag) {
+  size_t n = 0;
+  for (const auto& [id, s] : sockets_) {
+    if (s->state == detail::SocketState::kClosed) continue;
+    if (tag.empty() || std::find(s->tags.begin(), s->tags.end(), tag) != s->tags.end()) ++n;
+  }
+  return n;
+}
+
+bool ObjectSlot::matches(const detail::SocketRecord& s, const BroadcastOptions& options) const {
+  if (s.state != detail::SocketState::kOpen) return false;
+  for (const WebSocket& ex : options.except) {
+    if (ex.record().get() == &s) return false;
+  }
+  if (options.tags.empty()) return true;
+  for (const std::string& t : options.tags) {
+    if (std::find(s.tags.begin(), s.tags.end(), t) != s.tags.end()) return true;
+  }
+  return false;
+}
+
+size_t ObjectSlot::broadcast(std::string_view message, const BroadcastOptions& options) {
+  FramePtr frame;  // built once, shared by every recipient
+  size_t n = 0;
+  for (const auto& [id, s] : sockets_) {
+    if (!matches(*s, options)) continue;
+    if (!frame) frame = std::make_shared<Frame>(message, options.binary);
+    enqueueSend(s, frame);
+    ++n;
+  }
+  return n;
+}
+
+void ObjectSlot::setWebSocketAutoResponse(std::string request, std::string response) {
+  if (request.empty()) {
+    autoResponse_.reset();
+    return;
+  }
+  if (request.size() > kMaxAutoResponseBytes || response.size() > kMaxAutoResponseBytes) {
+    throw UsageError("auto-response request and response are at most 2,048 bytes each");
+  }
+  autoResponse_ = std::make_pair(std::move(request), std::move(response));
+}
+
+std::optional<std::string> ObjectSlot::autoResponseFor(std::string_view message) const {
+  if (autoResponse_ && autoResponse_->first == message) return autoResponse_->second;
+  return std::nullopt;
+}
+
+std::optional<TimePoint> ObjectSlot::getWebSocketAutoResponseTimestamp(const WebSocket& ws) {
+  return ws.record()->autoResponseAt;
+}
+
+TimerId ObjectSlot::setTimeout(Duration delay, std::function<void()> fn) {
+  uint64_t generation = generation_;
+  auto holder = std::make_shared<TimerQueue::Id>(0);
+  TimerQueue::Id id = runtime_.schedule(now() + delay, [this, generation, holder, fn] {
+    timers_.erase(*holder);
+    if (generation != generation_ || !instance_) return;  // the instance it belonged to is gone
+    runEvent([&](DurableObject&) { fn(); });
+  });
+  *holder = id;
+  timers_.insert(id);
+  return id;
+}
+
+void ObjectSlot::clearTimeout(TimerId id) {
+  if (timers_.erase(id)) runtime_.timers().cancel(id);
+}
+
+// A stub from one slot to another object. Calls run as separate events (deferred), and the
+// reply is delivered as an event of the caller, guarded by the caller's instance generation.
+class SlotStub final : public Stub {
+ public:
+  SlotStub(ObjectSlot& caller, std::string className, std::optional<std::string> name,
+           std::optional<std::string> id)
+      : caller_(caller), className_(std::move(className)), name_(std::move(name)), id_(std::move(id)) {}
+
+  void fetch(Request request, std::function<void(Response)> onResponse) override {
+    Runtime& rt = caller_.runtime_;
+    ObjectSlot* caller = &caller_;
+    uint64_t generation = caller_.generation_;
+    ++caller_.pendingStubCalls_;
+    auto state = std::make_shared<detail::PendingResponseState>();
+    state->deliver = [&rt, caller, generation, onResponse](Response r) {
+      rt.defer([caller, generation, onResponse, r = std::move(r)]() mutable {
+        --caller->pendingStubCalls_;
+        if (generation != caller->generation_ || !caller->instance_) return;
+        caller->runEvent([&](DurableObject&) { onResponse(std::move(r)); });
+      });
+    };
+    rt.defer([&rt, state, cls = className_, name = name_, id = id_,
+              request = std::move(request)]() mutable {
+      auto target = rt.resolve(cls, name, id);
+      if (!target.isOk()) {
+        state->answered = true;
+        state->deliver(Response::json(404, R"({"error":")" + target.status().message() + "\"}"));
+        return;
+      }
+      request.setPendingState(state);
+      Response r = rt.fetch(**target, request);
+      if (!r.isDeferred() && state->isOpen()) {
+        state->answered = true;
+        state->deliver(std::move(r));
+      }
+    });
+  }
+
+ private:
+  ObjectSlot& caller_;
+  std::string className_;
+  std::optional<std::string> name_;
+  std::optional<std::string> id_;
+};
+
+std::unique_ptr<Stub> ObjectSlot::stubByName(std::string_view className, std::string_view name) {
+  return std::make_unique<SlotStub>(*this, std::string(className), std::string(name), std::nullopt);
+}
+
+std::unique_ptr<Stub> ObjectSlot::stubById(std::string_view className, std::string_view id) {
+  return std::make_unique<SlotStub>(*this, std::string(className), std::nullopt, std::string(id));
+}
+
+}  // namespace dohost

@@ -1,0 +1,132 @@
+// ObjectSlot as Storage and Sql: every call goes to the object's database inside the running
+// event's implicit transaction, and failures become the author-facing exceptions.
+#include "dohost/errors.h"
+#include "object_slot.h"
+#include "runtime.h"
+
+namespace dohost {
+namespace {
+
+template <typename T>
+T orThrow(Result<T> r) {
+  if (!r.isOk()) throw StorageError(r.status());
+  return std::move(r).value();
+}
+
+void orThrow(const Status& s) {
+  if (!s.isOk()) throw StorageError(s);
+}
+
+storage::ListOptions toStorage(const ListOptions& o) {
+  storage::ListOptions s;
+  s.start = o.start;
+  s.startAfter = o.startAfter;
+  s.end = o.end;
+  s.prefix = o.prefix;
+  s.reverse = o.reverse;
+  s.limit = o.limit;
+  return s;
+}
+
+}  // namespace
+
+std::optional<std::string> ObjectSlot::get(std::string_view key) {
+  return orThrow(writable().get(key));
+}
+
+KvPairs ObjectSlot::get(const std::vector<std::string>& keys) {
+  return orThrow(writable().get(keys));
+}
+
+void ObjectSlot::put(std::string_view key, std::string_view value) {
+  orThrow(writable().put(key, value));
+}
+
+void ObjectSlot::put(const KvPairs& entries) { orThrow(writable().put(entries)); }
+
+bool ObjectSlot::remove(std::string_view key) { return orThrow(writable().remove(key)); }
+
+int64_t ObjectSlot::remove(const std::vector<std::string>& keys) {
+  return orThrow(writable().remove(keys));
+}
+
+KvPairs ObjectSlot::list(const ListOptions& options) {
+  return orThrow(writable().list(toStorage(options)));
+}
+
+void ObjectSlot::deleteAll() {
+  if (txnDepth_ > 0) throw UsageError("Cannot call deleteAll() within a transaction");
+  orThrow(writable().deleteAll());
+  alarmChange_ = std::optional<TimePoint>();
+}
+
+void ObjectSlot::transaction(const std::function<void()>& fn) {
+  storage::ObjectDatabase& db = writable();
+  std::string name = "_do_txn_" + std::to_string(++txnDepth_);
+  orThrow(db.savepoint(name));
+  auto alarmBefore = alarmChange_;
+  try {
+    fn();
+  } catch (...) {
+    (void)db.rollbackTo(name);
+    alarmChange_ = alarmBefore;
+    --txnDepth_;
+    throw;
+  }
+  --txnDepth_;
+  orThrow(db.release(name));
+}
+
+std::optional<TimePoint> ObjectSlot::getAlarm() {
+  auto ms = orThrow(writable().alarm());
+  if (!ms) return std::nullopt;
+  return fromUnixMillis(*ms);
+}
+
+void ObjectSlot::setAlarm(TimePoint when) {
+  if (toUnixMillis(when) <= 0) throw UsageError("setAlarm() needs a time after the Unix epoch");
+  if (when < now()) when = now();  // a past time fires as soon as possible
+  orThrow(writable().setAlarm(toUnixMillis(when)));
+  // The host index learns of the alarm before the commit: a crash in between gives at worst a
+  // spurious wake-up, never a missed one.
+  orThrow(runtime_.alarmWillBeSet(*this, when));
+  alarmChange_ = when;
+}
+
+void ObjectSlot::deleteAlarm() {
+  orThrow(writable().setAlarm(std::nullopt));
+  alarmChange_ = std::optional<TimePoint>();
+}
+
+void ObjectSlot::beginAlarmRun() {
+  orThrow(writable().setAlarm(std::nullopt));
+  alarmChange_ = std::optional<TimePoint>();
+}
+
+std::optional<TimePoint> ObjectSlot::storedAlarm() {
+  auto ms = orThrow(database().alarm());
+  if (!ms) return std::nullopt;
+  return fromUnixMillis(*ms);
+}
+
+std::optional<storage::AlarmFailure> ObjectSlot::alarmFailure() {
+  return orThrow(database().alarmFailure());
+}
+
+int64_t ObjectSlot::storageBytes() {
+  try {
+    return orThrow(database().sizeBytes());
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+SqlCursor ObjectSlot::execParams(std::string_view query, const std::vector<SqlValue>& params) {
+  auto r = writable().exec(query, params);
+  if (!r.isOk()) throw SqlError(r.status());
+  return SqlCursor(std::move(r).value());
+}
+
+int64_t ObjectSlot::databaseSize() { return orThrow(writable().sizeBytes()); }
+
+}  // namespace dohost
