@@ -1,0 +1,235 @@
+"""Starts the real dohost binary on free loopback ports, for integration tests.
+
+Tests are unittest.IsolatedAsyncioTestCase classes using Debian's python3-websockets (asyncio
+API). The binary comes from $DOHOST_BIN (set by meson), else build/tools/dohost/dohost.
+"""
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+import websockets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+APPS = ("broadcaster", "hopeflow", "channels", "bridge")
+JWT_SECRET = "test-secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary(name="dohost"):
+    env = os.environ.get("DOHOST_BIN" if name == "dohost" else "DOCTL_BIN")
+    if env:
+        return env
+    return os.path.join(ROOT, "build", "tools", name, name)
+
+
+class Host:
+    """One dohost process. Ports are chosen once, so restart() keeps the same URLs."""
+
+    def __init__(self, apps=APPS, idle_evict=None, env=None, args=(), data=None, config=None):
+        self.apps = {a: free_port() for a in apps}
+        self.admin_port = free_port()
+        self.own_data = data is None
+        self.data = data or tempfile.mkdtemp(prefix="dohost-test-")
+        self.idle_evict = idle_evict
+        self.env = dict(os.environ, JWT_SECRET=JWT_SECRET)
+        self.env.update(env or {})
+        self.args = list(args)
+        self.config = config
+        self.proc = None
+        self.stderr_path = os.path.join(self.data, "..", os.path.basename(self.data) + ".log")
+
+    def command(self):
+        cmd = [binary(), "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}",
+               "--log-level", "warn"]
+        for app in APPS:
+            cmd += ["--app", f"{app}=127.0.0.1:{self.apps[app]}" if app in self.apps else f"{app}=off"]
+        if self.idle_evict is not None:
+            cmd += ["--idle-evict", str(self.idle_evict)]
+        if self.config:
+            path = os.path.join(self.data, "..", os.path.basename(self.data) + ".toml")
+            with open(path, "w") as f:
+                f.write(self.config)
+            cmd += ["--config", path]
+        return cmd + self.args
+
+    def start(self, timeout=10):
+        self.log = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(self.command(), env=self.env, stderr=self.log,
+                                     stdout=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        ports = list(self.apps.values()) + [self.admin_port]
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dohost exited with {self.proc.returncode}: {self.stderr()}")
+            if all(self._open(p) for p in ports):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("dohost did not start listening: " + self.stderr())
+
+    @staticmethod
+    def _open(port):
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Stops the host with `sig` and returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self.log.close()
+        return code
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def close(self):
+        self.stop()
+        if self.own_data:
+            shutil.rmtree(self.data, ignore_errors=True)
+            for p in (self.stderr_path,):
+                try:
+                    os.remove(p)
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- URLs and clients --------------------------------------------------------------
+
+    def url(self, app, path="/"):
+        return f"http://127.0.0.1:{self.apps[app]}{path}"
+
+    def ws_url(self, app, path="/"):
+        return f"ws://127.0.0.1:{self.apps[app]}{path}"
+
+    async def connect(self, app, path="/", headers=None, **kwargs):
+        """A websockets client connection (raises InvalidStatusCode on a refused upgrade)."""
+        return await websockets.connect(self.ws_url(app, path), extra_headers=headers or {},
+                                        max_size=None, open_timeout=5, **kwargs)
+
+    def http(self, method, app, path, body=None, headers=None, port=None):
+        """Returns (status, headers dict lowercased, body bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.apps[app], timeout=10)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        conn.close()
+        return r.status, hdrs, data
+
+    def admin(self, method, path, token=None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.http(method, None, path, headers=headers, port=self.admin_port)
+
+    def admin_json(self, method, path, token=None):
+        status, _, body = self.admin(method, path, token)
+        return status, (json.loads(body) if body else None)
+
+    def metrics(self):
+        """Prometheus text as {(name, frozenset(labels)): value}, plus lookups by name."""
+        _, _, body = self.admin("GET", "/metrics")
+        return parse_metrics(body.decode())
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        if "{" in name_labels:
+            name, labels = name_labels.split("{", 1)
+            pairs = [p.split("=", 1) for p in labels.rstrip("}").split(",") if p]
+            labels = frozenset((k, v.strip('"')) for k, v in pairs)
+        else:
+            name, labels = name_labels, frozenset()
+        out[(name, labels)] = float(value)
+    return out
+
+
+def metric(metrics, name, **labels):
+    """Sum of a metric over series whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, l), v in metrics.items() if n == name and want <= set(l))
+
+
+def make_jwt(payload, secret=JWT_SECRET, alg="HS256"):
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(payload).encode())
+    signing = f"{header}.{body}".encode()
+    sig = b64(hmac.new(secret.encode(), signing, hashlib.sha256).digest()) if alg == "HS256" else ""
+    return f"{header}.{body}.{sig}"
+
+
+async def recv_json(ws, timeout=5):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, predicate, timeout=5):
+    """Receives JSON messages until one matches; returns it (others are dropped)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError("no matching message")
+        msg = await recv_json(ws, left)
+        if predicate(msg):
+            return msg
+
+
+async def no_message(ws, within=0.3):
+    """True if nothing arrives within `within` seconds."""
+    try:
+        await asyncio.wait_for(ws.recv(), within)
+        return False
+    except asyncio.TimeoutError:
+        return True
+
+
+def quote(s):
+    return urllib.parse.quote(s, safe="")
