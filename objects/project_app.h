@@ -1,0 +1,330 @@
+// What the Broadcaster (seed 001) and the WebSocketBridge (seed 000) share: one object per
+// `projectId`, clients of a few named types on `GET /websocket?type=T&projectId=P`, `/status`
+// and `/health`, client identity kept in the socket attachment, and the inactivity cleanup
+// alarm. Header-only; both object files include it.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dohost/dohost.h"
+
+namespace dohost::objects::project {
+
+using Json = nlohmann::ordered_json;
+
+// The header the router uses to tell the object its cleanup delay (the object has no access
+// to the app settings). The router always overwrites it, so a client cannot choose the value.
+inline constexpr std::string_view kCleanupHeader = "x-dohost-cleanup-ms";
+// The seeds clean an empty project up after 5 minutes of inactivity.
+inline constexpr int64_t kDefaultCleanupMs = 5 * 60 * 1000;
+// lastActivity is written to storage at most this often while clients talk (it is always
+// written when the last client leaves), so chatty projects do not commit on every message.
+inline constexpr int64_t kActivityWriteIntervalMs = 1000;
+// Longer names are hashed into the object id but not kept, and the object needs its name.
+inline constexpr size_t kMaxProjectIdBytes = 1024;
+inline constexpr std::string_view kActivityKey = "lastActivity";
+
+// Serializes JSON built from client input: invalid UTF-8 is replaced rather than thrown.
+inline std::string dump(const Json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+// A random (version 4) UUID, like crypto.randomUUID() in the seeds' Workers.
+inline std::string newUuid() {
+  static thread_local std::mt19937_64 rng{[] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seq);
+  }()};
+  uint64_t hi = rng();
+  uint64_t lo = rng();
+  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(36);
+  for (int i = 0; i < 32; ++i) {
+    uint64_t word = i < 16 ? hi : lo;
+    int shift = 60 - 4 * (i % 16);
+    out.push_back(kHex[(word >> shift) & 0xf]);
+    if (i == 7 || i == 11 || i == 15 || i == 19) out.push_back('-');
+  }
+  return out;
+}
+
+// Compares secrets without leaking where they differ through timing (the length is not secret).
+inline bool constantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  volatile unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = diff | static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
+// JSON answers carry a permissive CORS header, so a browser dashboard can read /status.
+inline Response jsonResponse(int status, const Json& body, int indent = -1) {
+  Response r = Response::json(status, dump(body, indent));
+  r.setHeader("access-control-allow-origin", "*");
+  return r;
+}
+
+inline Json errorBody(std::string_view error) { return Json{{"error", error}}; }
+
+// Who a socket is, as kept in its attachment (so it survives eviction).
+struct ClientInfo {
+  std::string id;
+  std::string type;
+  int64_t connectedAt = 0;
+  int64_t cleanupMs = kDefaultCleanupMs;
+};
+
+inline std::string clientTag(std::string_view id) { return "client:" + std::string(id); }
+
+inline std::optional<ClientInfo> clientInfo(const WebSocket& ws) {
+  std::optional<std::string> bytes = ws.deserializeAttachment();
+  if (!bytes) return std::nullopt;
+  Json j = Json::parse(*bytes, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  ClientInfo info;
+  info.id = j.value("id", "");
+  info.type = j.value("type", "");
+  info.connectedAt = j.value("connectedAt", int64_t{0});
+  info.cleanupMs = j.value("cleanupMs", kDefaultCleanupMs);
+  if (info.id.empty()) return std::nullopt;
+  return info;
+}
+
+// The router of both apps. Answers what it can itself (CORS preflight, 426, 400, 401, host
+// /health, 404) and hands the rest to the project's object.
+class ProjectApp : public App {
+ public:
+  // `appName` is the app (for the host /health), `clientTypes` the valid `type` values.
+  ProjectApp(const AppSettings& settings, std::string appName, std::string className,
+             std::vector<std::string> clientTypes)
+      : appName_(std::move(appName)),
+        className_(std::move(className)),
+        clientTypes_(std::move(clientTypes)) {
+    if (auto it = settings.find("admin_token"); it != settings.end() && !it->second.empty()) {
+      adminToken_ = it->second;
+    }
+    if (auto it = settings.find("cleanup_seconds"); it != settings.end()) {
+      try {
+        double seconds = std::stod(it->second);
+        if (seconds >= 0) cleanupMs_ = static_cast<int64_t>(seconds * 1000);
+      } catch (const std::exception&) {
+        logLine(LogLevel::kWarn, appName_ + ": cleanup_seconds is not a number; using 300");
+      }
+    }
+  }
+
+  Route route(Request& request) override {
+    const std::string& path = request.path();
+    if (request.method() == "OPTIONS") {
+      Response r(204, "");
+      r.setHeader("access-control-allow-origin", "*");
+      r.setHeader("access-control-allow-methods", "GET, OPTIONS");
+      r.setHeader("access-control-allow-headers", "*");
+      return Route::respond(std::move(r));
+    }
+    if (path == "/websocket") return routeUpgrade(request);
+    if (path == "/status" || path == "/health") {
+      if (request.method() != "GET" && request.method() != "HEAD") {
+        return Route::respond(jsonResponse(405, errorBody("Method not allowed")));
+      }
+      std::optional<std::string> projectId = request.queryParam("projectId");
+      if (!projectId || projectId->empty()) {
+        if (path == "/health") {
+          return Route::respond(jsonResponse(
+              200, Json{{"status", "healthy"}, {"service", appName_}, {"timestamp", nowMillis()}}));
+        }
+        return Route::respond(jsonResponse(400, missingProjectId()));
+      }
+      if (projectId->size() > kMaxProjectIdBytes) {
+        return Route::respond(jsonResponse(400, errorBody("projectId is longer than 1024 bytes")));
+      }
+      return Route::toName(className_, *projectId);
+    }
+    return Route::respond(jsonResponse(404, errorBody("Not found")));
+  }
+
+  const std::vector<std::string>& clientTypes() const { return clientTypes_; }
+
+ private:
+  Route routeUpgrade(Request& request) {
+    if (!request.isWebSocketUpgrade()) {
+      Response r = jsonResponse(426, errorBody("Expected Upgrade: websocket"));
+      r.setHeader("upgrade", "websocket");
+      return Route::respond(std::move(r));
+    }
+    std::optional<std::string> projectId = request.queryParam("projectId");
+    if (!projectId || projectId->empty()) {
+      return Route::respond(jsonResponse(400, missingProjectId()));
+    }
+    if (projectId->size() > kMaxProjectIdBytes) {
+      return Route::respond(jsonResponse(400, errorBody("projectId is longer than 1024 bytes")));
+    }
+    std::optional<std::string> type = request.queryParam("type");
+    if (!type || type->empty()) {
+      return Route::respond(jsonResponse(
+          400, Json{{"error", "Missing type parameter"}, {"validTypes", clientTypes_}}));
+    }
+    if (std::find(clientTypes_.begin(), clientTypes_.end(), *type) == clientTypes_.end()) {
+      return Route::respond(jsonResponse(400, Json{{"error", "Invalid type parameter"},
+                                                   {"type", *type},
+                                                   {"validTypes", clientTypes_}}));
+    }
+    if (*type == "admin" && adminToken_ && !adminTokenMatches(request)) {
+      return Route::respond(jsonResponse(401, errorBody("Invalid or missing admin token")));
+    }
+    request.setHeader(std::string(kCleanupHeader), std::to_string(cleanupMs_));
+    return Route::toName(className_, *projectId);
+  }
+
+  // `?token=` (what a browser can send), or `Authorization: Bearer` (what a server can).
+  bool adminTokenMatches(const Request& request) const {
+    std::optional<std::string> token = request.queryParam("token");
+    if (!token) {
+      std::optional<std::string> auth = request.header("authorization");
+      if (auth && auth->rfind("Bearer ", 0) == 0) token = auth->substr(7);
+    }
+    return token && constantTimeEquals(*token, *adminToken_);
+  }
+
+  static Json missingProjectId() {
+    return Json{{"error", "Missing projectId parameter"},
+                {"required", "Please provide ?projectId=your-project-id"}};
+  }
+
+  static int64_t nowMillis() { return toUnixMillis(SystemClock().now()); }
+
+  std::string appName_;
+  std::string className_;
+  std::vector<std::string> clientTypes_;
+  std::optional<std::string> adminToken_;
+  int64_t cleanupMs_ = kDefaultCleanupMs;
+};
+
+// The part of both objects that is about clients coming and going: accepting a client (id,
+// tags, attachment, `connected`), last activity, and the cleanup alarm.
+//
+// Nothing here lives only in members: the client list is the host's socket list (tags and
+// attachments), last activity and the alarm are in storage. Members are caches.
+class ProjectObject : public DurableObject {
+ public:
+  explicit ProjectObject(ObjectState& state) : state_(state) {}
+
+  // Every deleted key and table goes with the alarm: the project starts from nothing.
+  void alarm(const AlarmInfo& info) override {
+    if (state_.countWebSockets() > 0) return;  // a client came back; its leaving re-arms it
+    logLine(LogLevel::kInfo, "no client for the cleanup delay: deleting the project's storage",
+            state_.className(), state_.id());
+    state_.storage().deleteAll();
+    lastActivity_.reset();
+    persistedActivity_ = 0;
+    afterDeleteAll();
+  }
+
+ protected:
+  const std::string& projectId() const {
+    static const std::string kNone;
+    return state_.name() ? *state_.name() : kNone;
+  }
+
+  int64_t nowMs() const { return toUnixMillis(state_.now()); }
+
+  // Accepts the upgrade as a client of `type`: tags [type, client:<id>], identity in the
+  // attachment, any pending cleanup cancelled.
+  std::pair<WebSocket, ClientInfo> acceptClient(Request& request, const std::string& type) {
+    ClientInfo info;
+    info.id = newUuid();
+    info.type = type;
+    info.connectedAt = nowMs();
+    if (auto h = request.header(kCleanupHeader)) {
+      try {
+        info.cleanupMs = std::stoll(*h);
+      } catch (const std::exception&) {
+      }
+    }
+    WebSocket ws = state_.acceptWebSocket(request, {type, clientTag(info.id)});
+    ws.serializeAttachment(dump(Json{{"id", info.id},
+                                     {"type", info.type},
+                                     {"connectedAt", info.connectedAt},
+                                     {"cleanupMs", info.cleanupMs}}));
+    if (state_.storage().getAlarm()) state_.storage().deleteAlarm();
+    touchActivity();
+    return {ws, info};
+  }
+
+  // A client left (close or error). When it was the last, the cleanup alarm is armed.
+  void clientGone(const WebSocket& ws) {
+    std::optional<ClientInfo> info = clientInfo(ws);
+    if (state_.countWebSockets() == 0) {
+      touchActivity(true);
+      int64_t delay = info ? info->cleanupMs : kDefaultCleanupMs;
+      state_.storage().setAlarm(state_.now() + Duration(delay));
+    } else {
+      touchActivity();
+    }
+  }
+
+  void touchActivity(bool persist = false) {
+    int64_t now = nowMs();
+    lastActivity_ = now;
+    if (persist || now - persistedActivity_ >= kActivityWriteIntervalMs) {
+      state_.storage().put(kActivityKey, std::to_string(now));
+      persistedActivity_ = now;
+    }
+  }
+
+  // Last connect, message or disconnect, in Unix milliseconds; null if none is known.
+  Json lastActivityJson() {
+    if (!lastActivity_) {
+      if (std::optional<std::string> v = state_.storage().get(kActivityKey)) {
+        try {
+          lastActivity_ = std::stoll(*v);
+          persistedActivity_ = *lastActivity_;
+        } catch (const std::exception&) {
+        }
+      }
+    }
+    return lastActivity_ ? Json(*lastActivity_) : Json(nullptr);
+  }
+
+  // Sockets of the project as clients: in accept order, skipping any without an identity.
+  std::vector<std::pair<WebSocket, ClientInfo>> clients() {
+    std::vector<std::pair<WebSocket, ClientInfo>> out;
+    for (WebSocket& ws : state_.getWebSockets()) {
+      if (!ws.isOpen()) continue;
+      if (std::optional<ClientInfo> info = clientInfo(ws)) out.emplace_back(ws, std::move(*info));
+    }
+    return out;
+  }
+
+  static Json clientJson(const ClientInfo& c, int64_t now) {
+    return Json{{"id", c.id},
+                {"type", c.type},
+                {"connectedAt", c.connectedAt},
+                {"connectedFor", now - c.connectedAt}};
+  }
+
+  // For subclasses that keep more than the activity key (the bridge's table).
+  virtual void afterDeleteAll() {}
+
+  ObjectState& state_;
+
+ private:
+  // Caches of storage; both are re-read after the instance is rebuilt.
+  std::optional<int64_t> lastActivity_;
+  int64_t persistedActivity_ = 0;
+};
+
+}  // namespace dohost::objects::project
