@@ -1,0 +1,59 @@
+// The host process: listeners for apps and the admin API, one event loop, the runtime.
+// A user's own main() registers classes and calls hostMain():
+//
+//   int main(int argc, char** argv) {
+//     dohost::Registry registry;
+//     dohost::objects::registerAll(registry);   // the bundled apps, if wanted
+//     registry.addClass<Counter>("Counter");
+//     registry.addApp({"counter", "127.0.0.1:8800", makeCounterApp});
+//     return dohost::hostMain(argc, argv, registry);
+//   }
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dohost/registry.h"
+
+namespace dohost {
+
+struct ListenerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string tlsCert;  // PEM files; both set: the listener speaks TLS (https, wss)
+  std::string tlsKey;
+};
+
+struct HostOptions {
+  std::string dataDir = "./data";
+  ListenerOptions admin{"127.0.0.1", 9090};
+  std::string adminToken;                            // DOHOST_ADMIN_TOKEN; empty: open
+  std::map<std::string, ListenerOptions> apps;       // overrides of the registry's defaults
+  std::vector<std::string> appsOff;                  // --app NAME=off
+  std::map<std::string, AppSettings> appSettings;    // [apps.NAME] keys and environment
+  double idleEvictSeconds = 10;                      // Cloudflare hibernates after ~10 s idle
+  bool durabilityFull = true;                        // SQLite synchronous=FULL
+  size_t maxMessageBytes = 1 << 20;                  // larger inbound messages: close 1009
+  size_t maxQueuedBytesPerSocket = 8 << 20;          // a slower reader is closed with 1008
+  size_t maxSocketsPerObject = 32768;                // Cloudflare's limit; more: 503
+  size_t maxAttachmentBytes = 16 * 1024;             // Cloudflare's limit
+  size_t maxRequestBodyBytes = 1 << 20;              // larger HTTP bodies: 413
+  int pingIntervalSeconds = 30;                      // ping an idle socket after this long
+  int pingTimeoutSeconds = 30;                       // then hang up if nothing came back
+  double alarmRetryBaseSeconds = 2;                  // Cloudflare: 2 s doubling, 6 retries
+  int alarmMaxRetries = 6;
+  std::vector<std::string> plugins;
+};
+
+// Runs the host until SIGINT/SIGTERM; returns the process exit code (0 after a clean
+// shutdown, 2 when a listener cannot be opened).
+int runHost(const HostOptions& options, const Registry& registry);
+
+// Parses flags and the optional TOML config (see docs/operations.md), loads plugins into
+// `registry`, and runs the host. Bad configuration: one line on stderr and exit code 2.
+int hostMain(int argc, char** argv, Registry& registry);
+
+}  // namespace dohost

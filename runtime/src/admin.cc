@@ -1,0 +1,208 @@
+#include "admin.h"
+
+#include <openssl/crypto.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "dohost/object_id.h"
+#include "object_slot.h"
+
+namespace dohost {
+namespace {
+
+using nlohmann::json;
+
+int64_t fileBytes(const std::string& path) {
+  std::error_code ec;
+  int64_t total = 0;
+  for (const char* suffix : {"", "-wal"}) {
+    auto n = std::filesystem::file_size(path + suffix, ec);
+    if (!ec) total += static_cast<int64_t>(n);
+  }
+  return total;
+}
+
+json socketJson(const detail::SocketRecord& s) {
+  json j{{"id", s.id}, {"tags", s.tags}};
+  if (s.hasAttachment) {
+    json parsed = json::parse(s.attachment, nullptr, false);
+    j["attachment"] = parsed.is_discarded() ? json(s.attachment) : parsed;
+  } else {
+    j["attachment"] = nullptr;
+  }
+  j["state"] = s.state == detail::SocketState::kOpen ? "open" : "closing";
+  if (s.autoResponseAt) j["autoResponseAt"] = toUnixMillis(*s.autoResponseAt);
+  return j;
+}
+
+json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
+  std::string path = rt.options().dataDir + "/" + slot.className() + "/" + slot.id() + ".sqlite";
+  json j{{"class", slot.className()},
+         {"id", slot.id()},
+         {"name", slot.name() ? json(*slot.name()) : json(nullptr)},
+         {"state", slot.isLive() ? "live" : "evicted"},
+         {"sockets", slot.sockets().size()},
+         {"storageBytes", fileBytes(path)}};
+  auto blocker = slot.evictionBlocker();
+  j["evictable"] = slot.isLive() && !blocker;
+  if (slot.isLive() && blocker) j["notEvictableBecause"] = *blocker;
+  j["alarm"] = nullptr;
+  if (detail) {
+    try {
+      if (auto a = slot.storedAlarm()) j["alarm"] = toUnixMillis(*a);
+      if (auto f = slot.alarmFailure()) {
+        j["alarmFailed"] = {{"scheduledTime", f->scheduledMs}, {"retries", f->retries},
+                            {"lastError", f->lastError}, {"failedAt", f->failedAtMs}};
+      }
+    } catch (const std::exception&) {
+    }
+    if (!slot.isLive()) slot.closeDatabase();
+    json sockets = json::array();
+    for (const auto& [id, s] : slot.sockets()) sockets.push_back(socketJson(*s));
+    j["socketList"] = std::move(sockets);
+  }
+  return j;
+}
+
+bool authorized(const HostOptions& options, const Request& request) {
+  if (options.adminToken.empty()) return true;
+  std::string expected = "Bearer " + options.adminToken;
+  std::string got = request.header("authorization").value_or("");
+  return got.size() == expected.size() &&
+         CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0;
+}
+
+std::vector<std::string> split(std::string_view path) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) parts.push_back(percentDecode(path.substr(i, j - i), false));
+    i = j + 1;
+  }
+  return parts;
+}
+
+Response okJson(const json& j) { return Response::json(200, j.dump()); }
+
+}  // namespace
+
+std::string jsonError(std::string_view message) {
+  return json{{"error", std::string(message)}}.dump();
+}
+
+std::string prometheusMetrics(Runtime& rt) {
+  struct Gauges {
+    int64_t live = 0, known = 0, sockets = 0;
+  };
+  std::map<std::string, Gauges> gauges;
+  for (const auto& [name, factory] : rt.registry().classes()) gauges[name];
+  for (ObjectSlot* s : rt.slots()) {
+    Gauges& g = gauges[s->className()];
+    g.live += s->isLive();
+    g.known += 1;
+    g.sockets += static_cast<int64_t>(s->sockets().size());
+  }
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    for (const auto& [cls, g] : gauges) {
+      const ClassMetrics* m = nullptr;
+      auto it = rt.allMetrics().find(cls);
+      static const ClassMetrics kZero;
+      m = it == rt.allMetrics().end() ? &kZero : &it->second;
+      out += std::string(name) + "{class=\"" + cls + "\"} " + std::to_string(value(g, *m)) + "\n";
+    }
+  };
+  family("dohost_objects_live", "gauge", "Objects whose instance is in memory.",
+         [](const Gauges& g, const ClassMetrics&) { return g.live; });
+  family("dohost_objects_known", "gauge",
+         "Objects the host tracks (live, or evicted with open sockets or a pending alarm).",
+         [](const Gauges& g, const ClassMetrics&) { return g.known; });
+  family("dohost_object_evictions_total", "counter", "Instances dropped from memory.",
+         [](const Gauges&, const ClassMetrics& m) { return m.evictions; });
+  family("dohost_object_rehydrations_total", "counter",
+         "Instances constructed again after an eviction.",
+         [](const Gauges&, const ClassMetrics& m) { return m.rehydrations; });
+  family("dohost_websockets_open", "gauge", "Accepted WebSockets currently open.",
+         [](const Gauges& g, const ClassMetrics&) { return g.sockets; });
+  family("dohost_websocket_messages_in_total", "counter", "Frames received.",
+         [](const Gauges&, const ClassMetrics& m) { return m.messagesIn; });
+  family("dohost_websocket_messages_out_total", "counter", "Frames sent.",
+         [](const Gauges&, const ClassMetrics& m) { return m.messagesOut; });
+  family("dohost_websocket_auto_responses_total", "counter",
+         "Messages answered by an auto-response pair without waking the object.",
+         [](const Gauges&, const ClassMetrics& m) { return m.autoResponses; });
+  family("dohost_alarms_fired_total", "counter", "Alarm runs.",
+         [](const Gauges&, const ClassMetrics& m) { return m.alarmsFired; });
+  family("dohost_alarm_retries_total", "counter", "Alarm retries after a failure.",
+         [](const Gauges&, const ClassMetrics& m) { return m.alarmRetries; });
+  family("dohost_storage_commits_total", "counter", "Storage transactions committed.",
+         [](const Gauges&, const ClassMetrics& m) { return m.commits; });
+  return out;
+}
+
+Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) {
+  if (!authorized(options, request)) {
+    return Response::json(401, jsonError("admin API: missing or wrong bearer token"))
+        .setHeader("www-authenticate", "Bearer");
+  }
+  std::vector<std::string> parts = split(request.path());
+  const std::string& method = request.method();
+  if (parts.size() == 1 && parts[0] == "metrics" && method == "GET") {
+    return Response(200, prometheusMetrics(rt), "text/plain; version=0.0.4");
+  }
+  if (parts.empty() || parts[0] != "objects") return Response::json(404, jsonError("not found"));
+  if (parts.size() == 1) {
+    if (method != "GET") return Response::json(405, jsonError("use GET"));
+    auto cls = request.queryParam("class");
+    json list = json::array();
+    for (ObjectSlot* s : rt.slots()) {
+      if (cls && s->className() != *cls) continue;
+      list.push_back(slotJson(rt, *s, false));
+    }
+    return okJson(list);
+  }
+  if (parts.size() < 3 || parts.size() > 4) return Response::json(404, jsonError("not found"));
+  const std::string& cls = parts[1];
+  if (rt.registry().findClass(cls) == nullptr) {
+    return Response::json(404, jsonError("no object class named " + cls));
+  }
+  std::string id = idFromString(cls, parts[2]).value_or(idFromName(cls, parts[2]));
+  std::optional<std::string> name;
+  if (id != parts[2]) name = parts[2];
+  ObjectSlot* slot = rt.findSlot(cls, id);
+  std::string path = rt.options().dataDir + "/" + cls + "/" + id + ".sqlite";
+  if (slot == nullptr && !std::filesystem::exists(path)) {
+    return Response::json(404, jsonError("no object " + parts[2] + " of class " + cls));
+  }
+  if (slot == nullptr) slot = &rt.slot(cls, id, name);
+  if (parts.size() == 3) {
+    if (method != "GET") return Response::json(405, jsonError("use GET"));
+    json j = slotJson(rt, *slot, true);
+    rt.touch(*slot);
+    return okJson(j);
+  }
+  if (method != "POST") return Response::json(405, jsonError("use POST"));
+  if (parts[3] == "evict") {
+    if (!slot->isLive()) {
+      rt.touch(*slot);
+      return okJson({{"evicted", false}, {"state", "evicted"}});
+    }
+    if (!rt.evictNow(*slot)) return Response::json(409, jsonError("an event is in flight"));
+    return okJson({{"evicted", true}, {"state", "evicted"}});
+  }
+  if (parts[3] == "alarm") {
+    if (!rt.runAlarmNow(*slot)) {
+      rt.touch(*slot);
+      return Response::json(404, jsonError("the object has no alarm"));
+    }
+    return okJson({{"ran", true}});
+  }
+  return Response::json(404, jsonError("not found"));
+}
+
+}  // namespace dohost

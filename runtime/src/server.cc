@@ -1,0 +1,597 @@
+#include "server.h"
+
+#include <libwebsockets.h>
+
+#include <cstring>
+#include <deque>
+
+#include "admin.h"
+#include "dohost/log.h"
+#include "object_slot.h"
+#include "utf8.h"
+
+namespace dohost {
+
+static_assert(LWS_PRE <= kFrameHeadroom, "frames need LWS_PRE bytes of headroom");
+
+// One connection, HTTP or WebSocket (the same wsi carries both across an upgrade).
+struct Conn final : detail::Transport {
+  Server* server = nullptr;
+  lws* wsi = nullptr;
+  Listener* listener = nullptr;
+  // HTTP
+  Request request;
+  std::string body;
+  bool bodyTooLarge = false;
+  std::shared_ptr<detail::PendingResponseState> pending;
+  std::optional<Response> response;  // ready to write (deferred answers)
+  // WebSocket
+  std::shared_ptr<detail::SocketRecord> record;
+  bool established = false;
+  std::deque<FramePtr> outbox;
+  size_t queued = 0;
+  std::string rx;
+  bool rxBinary = false;
+  bool closing = false;     // we decided to close; close frame goes after the outbox drains
+  int closeCode = 1000;
+  std::string closeReason;
+  bool errorReported = false;  // the object got webSocketError; no close event follows
+  std::optional<CloseInfo> peerClose;
+
+  SendResult send(const FramePtr& frame) override {
+    if (closing) return SendResult::kClosed;
+    if (queued + frame->size() > server->options().maxQueuedBytesPerSocket) {
+      fail(1008, "outbound queue full: the client does not keep up");
+      return SendResult::kDropped;
+    }
+    outbox.push_back(frame);
+    queued += frame->size();
+    if (established) lws_callback_on_writable(wsi);
+    return SendResult::kQueued;
+  }
+
+  void close(int code, const std::string& reason) override {
+    if (closing) return;
+    closing = true;
+    closeCode = code;
+    closeReason = reason;
+    if (established) lws_callback_on_writable(wsi);
+  }
+
+  size_t queuedBytes() const override { return queued; }
+
+  // A protocol or resource error: close with `code` at once and tell the object (error event).
+  void fail(int code, const std::string& reason) {
+    outbox.clear();
+    queued = 0;
+    closing = true;
+    closeCode = code;
+    closeReason = reason;
+    if (record) record->state = detail::SocketState::kClosing;
+    if (record && !errorReported) {
+      errorReported = true;
+      auto r = record;
+      Runtime& rt = server->runtime();
+      rt.defer([&rt, r, reason] { rt.onError(r, reason); });
+    }
+    if (established) lws_callback_on_writable(wsi);
+  }
+};
+
+struct Server::TimerBox {
+  lws_sorted_usec_list_t sul{};
+  Server* server = nullptr;
+};
+
+namespace {
+
+int trampoline(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) noexcept {
+  lws_context* ctx = lws_get_context(wsi);
+  auto* server = ctx ? static_cast<Server*>(lws_context_user(ctx)) : nullptr;
+  if (server == nullptr) return lws_callback_http_dummy(wsi, reason, user, in, len);
+  try {
+    int r = server->onEvent(wsi, reason, in, len);
+    if (r == INT32_MIN) return lws_callback_http_dummy(wsi, reason, user, in, len);
+    return r;
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, std::string("connection callback failed: ") + e.what());
+    return -1;
+  }
+}
+
+const lws_protocols kProtocols[] = {
+    {"dohost", trampoline, 0, 1024, 0, nullptr, 0},
+    {nullptr, nullptr, 0, 0, 0, nullptr, 0},
+};
+
+std::string copyHeader(lws* wsi, lws_token_indexes token) {
+  int n = lws_hdr_total_length(wsi, token);
+  if (n <= 0) return {};
+  std::string s(static_cast<size_t>(n) + 1, '\0');
+  int got = lws_hdr_copy(wsi, s.data(), n + 1, token);
+  s.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  return s;
+}
+
+std::string percentEncode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Server::Server(const HostOptions& options, Runtime& runtime, const Registry& registry)
+    : options_(options), runtime_(runtime), registry_(registry), timer_(std::make_unique<TimerBox>()) {
+  timer_->server = this;
+}
+
+Server::~Server() {
+  if (context_) {
+    lws_sul_cancel(&timer_->sul);
+    lws_context_destroy(context_);
+  }
+}
+
+bool Server::start(std::string* error) {
+  lws_set_log_level(LLL_ERR, nullptr);
+  lws_context_creation_info info{};
+  info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
+                 LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+  info.user = this;
+  info.port = CONTEXT_PORT_NO_LISTEN;
+  info.pt_serv_buf_size = 64 * 1024;
+  info.fd_limit_per_thread = 0;
+  context_ = lws_create_context(&info);
+  if (context_ == nullptr) {
+    *error = "cannot create the event loop";
+    return false;
+  }
+  static lws_retry_bo_t retry{};
+  retry.secs_since_valid_ping = static_cast<uint16_t>(options_.pingIntervalSeconds);
+  retry.secs_since_valid_hangup =
+      static_cast<uint16_t>(options_.pingIntervalSeconds + options_.pingTimeoutSeconds);
+
+  auto add = [&](std::unique_ptr<Listener> l) -> bool {
+    lws_context_creation_info v{};
+    v.port = l->options.port;
+    v.iface = l->options.host.c_str();
+    v.protocols = kProtocols;
+    v.vhost_name = l->appName.empty() ? "admin" : l->appName.c_str();
+    v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (options_.pingIntervalSeconds > 0) v.retry_and_idle_policy = &retry;
+    v.keepalive_timeout = 5;
+    v.timeout_secs = 30;
+    if (!l->options.tlsCert.empty()) {
+      v.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+      v.ssl_cert_filepath = l->options.tlsCert.c_str();
+      v.ssl_private_key_filepath = l->options.tlsKey.c_str();
+    }
+    v.user = l.get();
+    l->vhost = lws_create_vhost(context_, &v);
+    if (l->vhost == nullptr) {
+      *error = "cannot listen on " + l->options.host + ":" + std::to_string(l->options.port) +
+               " for " + (l->appName.empty() ? std::string("the admin API") : "app " + l->appName) +
+               (l->options.tlsCert.empty() ? " (port in use or not allowed?)"
+                                           : " (port in use, or a bad TLS certificate or key?)");
+      return false;
+    }
+    listeners_.push_back(std::move(l));
+    return true;
+  };
+
+  for (const AppInfo& app : registry_.apps()) {
+    if (std::find(options_.appsOff.begin(), options_.appsOff.end(), app.name) !=
+        options_.appsOff.end()) {
+      continue;
+    }
+    auto l = std::make_unique<Listener>();
+    l->appName = app.name;
+    auto configured = options_.apps.find(app.name);
+    if (configured != options_.apps.end()) l->options = configured->second;
+    auto settings = options_.appSettings.find(app.name);
+    l->app = app.factory(settings == options_.appSettings.end() ? AppSettings{} : settings->second);
+    if (!add(std::move(l))) return false;
+  }
+  auto admin = std::make_unique<Listener>();
+  admin->options = options_.admin;
+  if (!add(std::move(admin))) return false;
+
+  runtime_.setWakeHook([this] { armTimer(); });
+  armTimer();
+  for (const auto& l : listeners_) {
+    logLine(LogLevel::kInfo, "listening on " + std::string(l->options.tlsCert.empty() ? "http://" : "https://") +
+                                 l->options.host + ":" + std::to_string(l->options.port) + " (" +
+                                 (l->appName.empty() ? "admin" : l->appName) + ")");
+  }
+  return true;
+}
+
+void Server::armTimer() {
+  if (context_ == nullptr) return;
+  std::optional<TimePoint> next = runtime_.timers().next();
+  if (!next) {
+    lws_sul_cancel(&timer_->sul);
+    return;
+  }
+  int64_t deltaMs = toUnixMillis(*next) - toUnixMillis(runtime_.clock().now());
+  lws_usec_t us = deltaMs <= 0 ? 1 : static_cast<lws_usec_t>(deltaMs) * 1000;
+  lws_sul_schedule(context_, 0, &timer_->sul,
+                   [](lws_sorted_usec_list_t* sul) {
+                     auto* box = reinterpret_cast<TimerBox*>(sul);
+                     box->server->onTimer();
+                   },
+                   us);
+}
+
+void Server::onTimer() {
+  runtime_.runDue();
+  armTimer();
+}
+
+void Server::requestStop() {
+  stopRequested_ = true;
+  if (context_) lws_cancel_service(context_);
+}
+
+void Server::run() {
+  while (!stopRequested_) {
+    if (lws_service(context_, 0) < 0) break;
+  }
+  beginShutdown();
+}
+
+void Server::beginShutdown() {
+  stopping_ = true;
+  // Stop accepting, then close every WebSocket with 1001 and let the close frames go out.
+  for (auto& [wsi, c] : conns_) {
+    if (c->record && c->established) c->close(1001, "server shutting down");
+  }
+  TimePoint deadline = SystemClock().now() + Duration(2000);
+  while (SystemClock().now() < deadline) {
+    bool anyWs = false;
+    for (auto& [wsi, c] : conns_) anyWs = anyWs || (c->record != nullptr);
+    if (!anyWs) break;
+    if (lws_service(context_, 50) < 0) break;
+  }
+  runtime_.runDue();
+}
+
+Conn* Server::conn(lws* wsi) {
+  auto it = conns_.find(wsi);
+  return it == conns_.end() ? nullptr : it->second.get();
+}
+
+Conn& Server::newConn(lws* wsi) {
+  auto c = std::make_unique<Conn>();
+  c->server = this;
+  c->wsi = wsi;
+  c->listener = static_cast<Listener*>(lws_vhost_user(lws_get_vhost(wsi)));
+  Conn& ref = *c;
+  conns_[wsi] = std::move(c);
+  return ref;
+}
+
+void Server::dropConn(lws* wsi) { conns_.erase(wsi); }
+
+Request Server::readRequest(lws* wsi, Conn& c) {
+  struct MethodToken {
+    lws_token_indexes token;
+    const char* name;
+  };
+  static const MethodToken kMethods[] = {
+      {WSI_TOKEN_GET_URI, "GET"},         {WSI_TOKEN_POST_URI, "POST"},
+      {WSI_TOKEN_OPTIONS_URI, "OPTIONS"}, {WSI_TOKEN_PUT_URI, "PUT"},
+      {WSI_TOKEN_PATCH_URI, "PATCH"},     {WSI_TOKEN_DELETE_URI, "DELETE"},
+      {WSI_TOKEN_HEAD_URI, "HEAD"},
+  };
+  std::string method = "GET", path = "/";
+  for (const MethodToken& m : kMethods) {
+    if (lws_hdr_total_length(wsi, m.token) > 0) {
+      method = m.name;
+      path = copyHeader(wsi, m.token);
+      break;
+    }
+  }
+  // lws hands the query over as decoded fragments; re-encode them into one query string.
+  std::string query;
+  char buf[8192];
+  for (int i = 0;; ++i) {
+    int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (n < 0) break;
+    std::string_view frag(buf, static_cast<size_t>(n));
+    size_t eq = frag.find('=');
+    if (!query.empty()) query.push_back('&');
+    query += percentEncode(frag.substr(0, eq));
+    if (eq != std::string_view::npos) {
+      query.push_back('=');
+      query += percentEncode(frag.substr(eq + 1));
+    }
+  }
+  Request::Headers headers;
+  for (int t = 0; t < WSI_TOKEN_COUNT; ++t) {
+    auto token = static_cast<lws_token_indexes>(t);
+    bool isMethod = false;
+    for (const MethodToken& m : kMethods) isMethod = isMethod || m.token == token;
+    if (isMethod || token == WSI_TOKEN_HTTP_URI_ARGS) continue;
+    if (lws_hdr_total_length(wsi, token) <= 0) continue;
+    const char* name = reinterpret_cast<const char*>(lws_token_to_string(token));
+    if (name == nullptr || name[0] == ':') continue;
+    std::string n(name);
+    if (!n.empty() && n.back() == ':') n.pop_back();
+    headers.emplace_back(n, copyHeader(wsi, token));
+  }
+  return Request(method, path, query, std::move(headers), std::move(c.body));
+}
+
+int Server::writeResponse(lws* wsi, const Response& response, bool finishTransaction) {
+  std::vector<unsigned char> head(LWS_PRE + 4096 + 64 * response.headers().size());
+  unsigned char* start = head.data() + LWS_PRE;
+  unsigned char* p = start;
+  unsigned char* end = head.data() + head.size() - 1;
+  std::string contentType = response.header("content-type").value_or("text/plain");
+  if (lws_add_http_common_headers(wsi, static_cast<unsigned>(response.status()),
+                                  contentType.c_str(), response.body().size(), &p, end)) {
+    return -1;
+  }
+  for (const auto& [name, value] : response.headers()) {
+    if (name == "content-type") continue;
+    std::string n = name + ":";
+    if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
+                                    reinterpret_cast<const unsigned char*>(value.data()),
+                                    static_cast<int>(value.size()), &p, end)) {
+      return -1;
+    }
+  }
+  if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
+  if (!response.body().empty()) {
+    std::string body(LWS_PRE, '\0');
+    body += response.body();
+    auto* data = reinterpret_cast<unsigned char*>(body.data()) + LWS_PRE;
+    if (lws_write(wsi, data, response.body().size(), LWS_WRITE_HTTP_FINAL) <
+        static_cast<int>(response.body().size())) {
+      return -1;
+    }
+  }
+  if (finishTransaction && lws_http_transaction_completed(wsi)) return -1;
+  return 0;
+}
+
+int Server::handleHttp(lws* wsi, Conn& c) {
+  if (c.bodyTooLarge) {
+    return writeResponse(wsi, Response::json(413, R"({"error":"request body too large"})"), true);
+  }
+  Request request = readRequest(wsi, c);
+  Response response;
+  if (c.listener->app == nullptr) {
+    response = handleAdmin(runtime_, options_, request);
+  } else {
+    c.pending = std::make_shared<detail::PendingResponseState>();
+    lws* w = wsi;
+    Server* self = this;
+    std::weak_ptr<detail::PendingResponseState> weak = c.pending;
+    c.pending->deliver = [self, w, weak](Response r) {
+      Conn* cc = self->conn(w);
+      auto p = weak.lock();
+      if (cc == nullptr || !p || cc->pending != p) return;
+      cc->response = std::move(r);
+      lws_callback_on_writable(w);
+    };
+    request.setPendingState(c.pending);
+    Route route = c.listener->app->route(request);
+    if (route.answer) {
+      response = std::move(*route.answer);
+    } else {
+      auto slot = runtime_.resolve(route.className, route.name, route.id);
+      if (!slot.isOk()) {
+        response = Response::json(slot.status().code() == Status::Code::kNotFound ? 404 : 400,
+                                  jsonError(slot.status().message()));
+      } else {
+        response = runtime_.fetch(**slot, request);
+      }
+    }
+    if (response.isDeferred()) {
+      lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 600);
+      return 0;  // answered later through c.pending
+    }
+    c.pending->answered = true;
+  }
+  return writeResponse(wsi, response, true);
+}
+
+int Server::handleUpgrade(lws* wsi, Conn& c) {
+  Request request = readRequest(wsi, c);
+  if (c.listener->app == nullptr) {
+    return writeResponse(wsi, Response::json(400, R"({"error":"the admin API has no WebSockets"})"),
+                         false) < 0 ? -1 : 1;
+  }
+  detail::UpgradeContext upgrade;
+  request.setUpgradeContext(&upgrade);
+  Route route = c.listener->app->route(request);
+  Response response;
+  if (route.answer) {
+    response = std::move(*route.answer);
+  } else {
+    auto slot = runtime_.resolve(route.className, route.name, route.id);
+    if (!slot.isOk()) {
+      response = Response::json(400, jsonError(slot.status().message()));
+    } else {
+      response = runtime_.fetch(**slot, request);
+    }
+  }
+  if (response.status() == 101 && upgrade.accepted) {
+    c.record = upgrade.accepted;
+    return 0;  // lws completes the handshake; LWS_CALLBACK_ESTABLISHED follows
+  }
+  if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
+  return writeResponse(wsi, response, false) < 0 ? -1 : 1;
+}
+
+int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
+  switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+      Conn& c = newConn(wsi);
+      if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
+          lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
+          lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0) {
+        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+            copyHeader(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) != "0") {
+          return 0;  // the body follows: LWS_CALLBACK_HTTP_BODY / _COMPLETION
+        }
+      }
+      return handleHttp(wsi, c);
+    }
+    case LWS_CALLBACK_HTTP_BODY: {
+      Conn* c = conn(wsi);
+      if (c == nullptr) return -1;
+      if (c->body.size() + len > options_.maxRequestBodyBytes) {
+        c->bodyTooLarge = true;
+      } else {
+        c->body.append(static_cast<const char*>(in), len);
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+      Conn* c = conn(wsi);
+      return c ? handleHttp(wsi, *c) : -1;
+    }
+    case LWS_CALLBACK_HTTP_WRITEABLE: {
+      Conn* c = conn(wsi);
+      if (c == nullptr || !c->response) return 0;
+      Response r = std::move(*c->response);
+      c->response.reset();
+      c->pending.reset();
+      return writeResponse(wsi, r, true);
+    }
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP: {
+      Conn* c = conn(wsi);
+      if (c && !c->record) {
+        if (c->pending) c->pending->clientGone = true;
+        dropConn(wsi);
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+      if (in == nullptr || std::strcmp(static_cast<const char*>(in), "websocket") != 0) return -1;
+      Conn* existing = conn(wsi);
+      Conn& c = existing ? *existing : newConn(wsi);
+      return handleUpgrade(wsi, c);
+    }
+    case LWS_CALLBACK_ESTABLISHED: {
+      Conn* c = conn(wsi);
+      if (c == nullptr || !c->record) return -1;
+      c->established = true;
+      c->record->transport = c;
+      for (FramePtr& f : c->record->early) c->send(f);
+      c->record->early.clear();
+      if (c->record->state == detail::SocketState::kClosing) c->close(1000, "");
+      if (!c->outbox.empty() || c->closing) lws_callback_on_writable(wsi);
+      return 0;
+    }
+    case LWS_CALLBACK_RECEIVE: {
+      Conn* c = conn(wsi);
+      return c ? onReceive(wsi, *c, static_cast<const char*>(in), len) : -1;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+      Conn* c = conn(wsi);
+      return c ? onWritable(wsi, *c) : -1;
+    }
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
+      Conn* c = conn(wsi);
+      if (c == nullptr) return 0;
+      CloseInfo info{1005, "", true};
+      auto* b = static_cast<const unsigned char*>(in);
+      if (len >= 2) {
+        info.code = (b[0] << 8) | b[1];
+        info.reason.assign(reinterpret_cast<const char*>(b) + 2, len - 2);
+      }
+      c->peerClose = info;
+      return 0;  // lws answers the Close
+    }
+    case LWS_CALLBACK_CLOSED: {
+      Conn* c = conn(wsi);
+      if (c) onClosed(wsi, *c);
+      return 0;
+    }
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      return 0;
+    default:
+      return INT32_MIN;  // not ours: lws' default HTTP handling
+  }
+}
+
+int Server::onReceive(lws* wsi, Conn& c, const char* data, size_t len) {
+  if (c.closing) return 0;
+  if (lws_is_first_fragment(wsi)) {
+    c.rx.clear();
+    c.rxBinary = lws_frame_is_binary(wsi);
+  }
+  if (c.rx.size() + len > options_.maxMessageBytes) {
+    c.fail(1009, "message too big: the limit is " + std::to_string(options_.maxMessageBytes) + " bytes");
+    c.rx.clear();
+    c.rx.shrink_to_fit();
+    return 0;
+  }
+  c.rx.append(data, len);
+  if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
+  Message message{c.rxBinary, std::move(c.rx)};
+  c.rx = std::string();
+  if (!message.binary && !isValidUtf8(message.data)) {
+    c.fail(1007, "text frame is not valid UTF-8");
+    return 0;
+  }
+  runtime_.onMessage(c.record, std::move(message));
+  return 0;
+}
+
+int Server::onWritable(lws* wsi, Conn& c) {
+  // Several frames per callback while the kernel takes them; the rest on the next one.
+  for (int i = 0; i < 64 && !c.outbox.empty(); ++i) {
+    if (lws_send_pipe_choked(wsi)) break;
+    FramePtr frame = std::move(c.outbox.front());
+    c.outbox.pop_front();
+    c.queued -= frame->size();
+    auto* payload = reinterpret_cast<unsigned char*>(frame->bytes.data()) + kFrameHeadroom;
+    int n = lws_write(wsi, payload, frame->size(), frame->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    if (n < static_cast<int>(frame->size())) return -1;
+  }
+  if (!c.outbox.empty()) {
+    lws_callback_on_writable(wsi);
+    return 0;
+  }
+  if (c.closing) {
+    lws_close_reason(wsi, static_cast<lws_close_status>(c.closeCode),
+                     reinterpret_cast<unsigned char*>(c.closeReason.data()), c.closeReason.size());
+    return -1;
+  }
+  return 0;
+}
+
+void Server::onClosed(lws* wsi, Conn& c) {
+  std::shared_ptr<detail::SocketRecord> record = std::move(c.record);
+  bool errorReported = c.errorReported;
+  CloseInfo info;
+  if (c.peerClose) {
+    info = *c.peerClose;
+  } else if (c.closing) {
+    info = CloseInfo{c.closeCode, c.closeReason, true};
+  } else {
+    info = CloseInfo{1006, "WebSocket disconnected without sending Close frame.", false};
+  }
+  if (record) record->transport = nullptr;
+  dropConn(wsi);
+  // After an error the object already has (or is about to get) its one webSocketError event.
+  if (record && !errorReported) runtime_.onClose(record, std::move(info));
+}
+
+}  // namespace dohost
