@@ -84,6 +84,8 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   std::optional<std::string> failure;
   try {
     if (!instance_) {
+      // Reached by id after a restart: the name is in the object's database.
+      if (!name_ && constructedBefore_) database();
       instance_ = factory_(*this);
       if (constructedBefore_) ++runtime_.metrics(className_).rehydrations;
       constructedBefore_ = true;

@@ -1,0 +1,169 @@
+// Small object classes and a fixture for the runtime's own tests: a real Runtime on real
+// SQLite files in a temporary folder, driven by a ManualClock.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dohost/dohost.h"
+#include "object_slot.h"
+#include "runtime.h"
+#include "support/temp_dir.h"
+
+namespace dohost::testing {
+
+struct Journal {
+  int constructed = 0;
+  std::vector<std::optional<std::string>> namesSeen;  // name() at each constructor
+  std::vector<AlarmInfo> alarms;
+  std::vector<TimePoint> alarmTimes;
+  int alarmFailuresLeft = 0;
+  bool alarmSetsNext = false;
+  PendingResponse pending;
+};
+
+inline Journal* gJournal = nullptr;
+
+// Counts in storage; paths select what a request does.
+class Counter final : public DurableObject {
+ public:
+  explicit Counter(ObjectState& state) : state_(state) {
+    ++gJournal->constructed;
+    gJournal->namesSeen.push_back(state.name());
+  }
+
+  Response fetch(Request& request) override {
+    Storage& s = state_.storage();
+    const std::string& path = request.path();
+    if (path == "/inc") return Response::text(200, std::to_string(increment()));
+    if (path == "/get") return Response::text(200, s.get("n").value_or("0"));
+    if (path == "/fail") {
+      s.put("n", "1000");
+      throw std::runtime_error("handler failed on purpose");
+    }
+    if (path == "/txn") {
+      try {
+        s.transaction([&] {
+          s.put("inner", "x");
+          throw std::runtime_error("inner rollback");
+        });
+      } catch (const std::runtime_error&) {
+      }
+      s.put("outer", "y");
+      return Response::text(200, s.get("inner").value_or("-") + s.get("outer").value_or("-"));
+    }
+    if (path == "/alarm") {
+      s.setAlarm(state_.now() + Duration(std::stoll(request.queryParam("ms").value_or("0"))));
+      return Response::text(200, "set");
+    }
+    if (path == "/alarm/delete") {
+      s.deleteAlarm();
+      return Response::text(200, "deleted");
+    }
+    if (path == "/alarm/get") {
+      auto a = s.getAlarm();
+      return Response::text(200, a ? std::to_string(toUnixMillis(*a)) : "none");
+    }
+    if (path == "/timer") {
+      state_.setTimeout(Duration(std::stoll(request.queryParam("ms").value_or("0"))),
+                        [this] { increment(); });
+      return Response::text(200, "armed");
+    }
+    if (path == "/defer") {
+      gJournal->pending = request.defer();
+      return Response::deferred();
+    }
+    if (path == "/name") return Response::text(200, state_.name().value_or("<none>"));
+    return Response::text(404, "no such path");
+  }
+
+  void alarm(const AlarmInfo& info) override {
+    gJournal->alarms.push_back(info);
+    gJournal->alarmTimes.push_back(state_.now());
+    CHECK_FALSE(state_.storage().getAlarm());  // cleared while the handler runs
+    state_.storage().put("alarm-ran", std::to_string(gJournal->alarms.size()));
+    if (gJournal->alarmFailuresLeft > 0) {
+      --gJournal->alarmFailuresLeft;
+      throw std::runtime_error("alarm failed on purpose");
+    }
+    if (gJournal->alarmSetsNext) {
+      gJournal->alarmSetsNext = false;
+      state_.storage().setAlarm(state_.now() + Duration(1000));
+    }
+  }
+
+ private:
+  int64_t increment() {
+    int64_t n = std::stoll(state_.storage().get("n").value_or("0")) + 1;
+    state_.storage().put("n", std::to_string(n));
+    return n;
+  }
+  ObjectState& state_;
+};
+
+class RuntimeFixture {
+ public:
+  RuntimeFixture() {
+    gJournal = &journal;
+    registry.addClass<Counter>("Counter");
+    start();
+  }
+  ~RuntimeFixture() { gJournal = nullptr; }
+
+  void start() {
+    RuntimeOptions options;
+    options.dataDir = dir.path();
+    options.idleEvict = Duration(10'000);
+    runtime = std::make_unique<Runtime>(options, registry, clock);
+    REQUIRE(runtime->start().isOk());
+  }
+  // A host restart: every instance and slot is gone; storage and the alarm index stay.
+  void restart() {
+    runtime.reset();
+    start();
+  }
+
+  ObjectSlot& slot(const std::string& name = "alpha") {
+    return runtime->slot("Counter", idFromName("Counter", name), name);
+  }
+  Response fetch(const std::string& url, const std::string& name = "alpha") {
+    size_t q = url.find('?');
+    Request request("GET", url.substr(0, q), q == std::string::npos ? "" : url.substr(q + 1));
+    request.setPendingState(std::make_shared<detail::PendingResponseState>());
+    request.pendingState()->deliver = [this](Response r) { delivered.push_back(r.body()); };
+    return runtime->fetch(slot(name), request);
+  }
+  std::string body(const std::string& url, const std::string& name = "alpha") {
+    return fetch(url, name).body();
+  }
+  // Moves the clock in small steps, running what falls due, like the real loop would.
+  void advance(Duration d) {
+    TimePoint end = clock.now() + d;
+    while (true) {
+      runtime->runDue();
+      auto next = runtime->timers().next();
+      if (!next || *next > end) break;
+      if (*next > clock.now()) clock.set(*next);
+    }
+    clock.set(end);
+    runtime->runDue();
+  }
+  bool live(const std::string& name = "alpha") {
+    ObjectSlot* s = runtime->findSlot("Counter", idFromName("Counter", name));
+    return s != nullptr && s->isLive();
+  }
+  ClassMetrics& metrics() { return runtime->metrics("Counter"); }
+
+  TempDir dir;
+  ManualClock clock;
+  Registry registry;
+  Journal journal;
+  std::unique_ptr<Runtime> runtime;
+  std::vector<std::string> delivered;
+};
+
+}  // namespace dohost::testing
