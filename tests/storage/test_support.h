@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -49,6 +50,15 @@ template <typename T>
 T valueOf(Result<T> result) {
   REQUIRE_MESSAGE(result.isOk(), result.status().toString());
   return std::move(result).value();
+}
+
+using Keys = std::vector<std::string>;
+
+// The keys of `entries`, in order.
+inline Keys keysOf(const std::vector<storage::KvEntry>& entries) {
+  Keys keys;
+  for (const storage::KvEntry& entry : entries) keys.push_back(entry.first);
+  return keys;
 }
 
 // Opens `path` and fails the test (REQUIRE) if that does not work.
