@@ -63,6 +63,11 @@ bool isJsonContentType(const std::optional<std::string>& header) {
   return lowercase(v) == "application/json";
 }
 
+// The /publish answer: how many sockets matched, and the ack results in arrival order.
+Response publishAnswer(size_t clientCount, json results) {
+  return jsonAnswer(200, json{{"clientCount", clientCount}, {"results", std::move(results)}});
+}
+
 void sendJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
 
 void sendError(WebSocket& ws, std::string message) {
@@ -104,6 +109,12 @@ HopeFlowRealtime::HopeFlowRealtime(ObjectState& state)
   // The common spelling is answered by the host without waking the object; other
   // spellings ("PING", "Ping") reach webSocketMessage.
   state_.setWebSocketAutoResponse("ping", "pong");
+}
+
+HopeFlowRealtime::~HopeFlowRealtime() {
+  for (auto& [envelopeId, publish] : pending_) {
+    publish.response.send(publishAnswer(publish.clientCount, std::move(publish.results)));
+  }
 }
 
 Response HopeFlowRealtime::fetch(Request& request) {
@@ -171,7 +182,7 @@ Response HopeFlowRealtime::publish(Request& request) {
     }
   }
   if (publish.awaiting.empty()) {
-    return jsonAnswer(200, json{{"clientCount", publish.clientCount}, {"results", json::array()}});
+    return publishAnswer(publish.clientCount, json::array());
   }
   publish.response = request.defer();
   publish.deadline =
@@ -272,8 +283,7 @@ void HopeFlowRealtime::finish(const std::string& envelopeId) {
   if (it == pending_.end()) return;
   PendingPublish& publish = it->second;
   state_.clearTimeout(publish.deadline);  // a no-op when the deadline itself is running
-  publish.response.send(jsonAnswer(
-      200, json{{"clientCount", publish.clientCount}, {"results", std::move(publish.results)}}));
+  publish.response.send(publishAnswer(publish.clientCount, std::move(publish.results)));
   pending_.erase(it);
 }
 

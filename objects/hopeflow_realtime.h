@@ -40,6 +40,9 @@ inline constexpr int64_t kMaxAckTimeoutMs = 600000;
 class HopeFlowRealtime final : public DurableObject {
  public:
   explicit HopeFlowRealtime(ObjectState& state);
+  // The instance can go with publishes still waiting only when it is forced out (the admin
+  // API's evict, host shutdown); their callers then get the acks that arrived so far.
+  ~HopeFlowRealtime() override;
 
   Response fetch(Request& request) override;
   void webSocketMessage(WebSocket ws, const Message& message) override;

@@ -661,6 +661,23 @@ class EvictionTest(HopeFlowCase):
         _, _, resp = await self.publish({"userId": user, "type": "wake", "payload": {"room": "r2"}})
         self.assertEqual(resp["clientCount"], 0)
 
+    async def test_forced_eviction_does_not_leave_a_publish_hanging(self):
+        # The admin API evicts even an object that waits for acks; its caller must still get an
+        # answer (the acks so far), not wait forever. A host that refuses that eviction instead
+        # is fine too: then the ack completes the publish.
+        user = new_user()
+        ws = await self.subscribed(user, [{}])
+        started = time.monotonic()
+        task = self.start_publish({"userId": user})
+        envelope = await recv_json(ws)
+        status, body = self.host.admin_json("POST", f"/objects/{CLASS}/{quote(user)}/evict")
+        evicted = status == 200 and body.get("evicted", True)
+        await self.ack(ws, envelope, result="late")
+        status, _, resp = await asyncio.wait_for(task, 4)
+        self.assertEqual(status, 200)
+        self.assertEqual(resp, {"clientCount": 1, "results": [] if evicted else ["late"]})
+        self.assertLess(time.monotonic() - started, 4)  # not the 5 s deadline
+
     async def test_subscribe_after_eviction_keeps_earlier_filters(self):
         user = new_user()
         ws = await self.subscribed(user, [{"type": "a"}])
