@@ -687,8 +687,8 @@ class EvictionTest(HopeFlowCase):
 
 
 class ShortTimeoutTest(HopeFlowCase):
-    """Idle objects evict after 0.2 s; /publish waits 1.5 s for acks."""
-    host_kwargs = {"idle_evict": 0.2, "env": {"DOHOST_HOPEFLOW_ACK_TIMEOUT_MS": "1500"}}
+    """Idle objects evict after 0.2 s; /publish waits 2 s for acks."""
+    host_kwargs = {"idle_evict": 0.2, "env": {"DOHOST_HOPEFLOW_ACK_TIMEOUT_MS": "2000"}}
 
     async def test_an_ack_that_never_comes(self):
         user = new_user()
@@ -701,7 +701,7 @@ class ShortTimeoutTest(HopeFlowCase):
         await self.ack(acker, envelope, result="only me")
         status, _, resp = await task
         self.assertEqual((status, resp), (200, {"clientCount": 2, "results": ["only me"]}))
-        self.assertGreaterEqual(time.monotonic() - started, 1.4)
+        self.assertGreaterEqual(time.monotonic() - started, 1.9)
         # The late ack is ignored quietly.
         await self.ack(silent, envelope, result="too late")
         await self.sync(silent)
