@@ -145,6 +145,9 @@ Response HopeFlowRealtime::publish(Request& request) {
   if (userIt == body.end() || !userIt->is_string() || userIt->get<std::string>().empty()) {
     return jsonError(400, "userId must be a non-empty string");
   }
+  if (state_.name() && *state_.name() != userIt->get<std::string>()) {
+    return jsonError(400, "this object is not the userId's");
+  }
   std::string type = "message";
   if (auto it = body.find("type"); it != body.end() && !it->is_null()) {
     if (!it->is_string() || it->get<std::string>().empty()) {
