@@ -1,0 +1,104 @@
+// Small pieces every scenario of dohost-bench uses: sample statistics, reading another
+// process's CPU time and resident memory from /proc, starting and stopping child processes,
+// free loopback ports, a blocking HTTP/1.1 client for the admin API, and temporary folders.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace dohost::bench {
+
+using Json = nlohmann::ordered_json;
+using SteadyClock = std::chrono::steady_clock;
+
+// Microseconds between two steady-clock readings.
+inline double microsBetween(SteadyClock::time_point a, SteadyClock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+// Median and tail of a set of samples (nearest-rank percentiles).
+struct Summary {
+  size_t count = 0;
+  double median = 0;
+  double p99 = 0;
+  double mean = 0;
+  double min = 0;
+  double max = 0;
+};
+Summary summarize(std::vector<double> samples);
+Json toJson(const Summary& s);
+
+// CPU time a process has used so far, in seconds. `schedSeconds` sums the nanosecond
+// counters of every thread (/proc/PID/task/*/schedstat); `tickSeconds` is utime+stime from
+// /proc/PID/stat (clock ticks, usually 10 ms resolution). Both cover user and kernel time.
+struct ProcCpu {
+  double schedSeconds = 0;
+  double tickSeconds = 0;
+};
+ProcCpu readCpu(pid_t pid);
+// CPU time every core of the machine spent busy so far (not idle, not waiting for I/O), in
+// seconds, from /proc/stat. Busy time of the machine minus the server's and the bench's own
+// over an interval is what other processes took: the noise of that measurement.
+double machineBusySeconds();
+// VmRSS of a process in KiB (0 when it cannot be read).
+int64_t readRssKib(pid_t pid);
+
+// Raises the open-file limit to the hard limit; returns the new soft limit.
+int64_t raiseFileLimit();
+
+// A port on 127.0.0.1 that was free a moment ago.
+int freeLoopbackPort();
+
+// A process started by the bench. Its stderr and stdout go to `logPath`.
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  bool start(const std::vector<std::string>& argv, const std::string& logPath, std::string* error);
+  pid_t pid() const { return pid_; }
+  bool running();
+  // SIGKILL and reap. The bench never needs a graceful stop: data folders are thrown away.
+  void kill();
+  // The last lines of the log, for error messages.
+  std::string logTail(size_t maxBytes = 2000) const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string logPath_;
+};
+
+struct HttpResult {
+  int status = 0;  // 0: no answer (connection failed or timed out)
+  std::string body;
+};
+// One blocking request on a new connection to 127.0.0.1:port, `Connection: close`.
+HttpResult httpRequest(int port, const std::string& method, const std::string& path,
+                       const std::string& body = {}, int timeoutMs = 5000);
+
+// A fresh folder under `parent` (the system temp folder when empty), removed on destruction.
+class TempFolder {
+ public:
+  explicit TempFolder(const std::string& parent = {});
+  ~TempFolder();
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Sleeps the calling thread.
+void sleepMillis(int ms);
+
+}  // namespace dohost::bench

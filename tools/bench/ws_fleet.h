@@ -1,0 +1,91 @@
+// ClientFleet: many WebSocket client connections in one libwebsockets context, served by the
+// calling thread. The scenarios drive it: open N connections, send from one of them, and get
+// a callback with the arrival time of every message any of them receives.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bench_util.h"
+
+struct lws;
+struct lws_context;
+
+namespace dohost::bench {
+
+class ClientFleet;
+
+// One client connection. Addresses are stable for the fleet's lifetime.
+struct ClientConn {
+  ClientFleet* fleet = nullptr;
+  size_t index = 0;
+  lws* wsi = nullptr;
+  bool established = false;
+  bool ready = false;   // established and, when the server greets, the greeting arrived
+  bool closed = false;
+  bool failed = false;
+  std::string rx;                // the message being assembled
+  std::deque<std::string> out;   // messages waiting for the socket to be writable (with headroom)
+};
+
+class ClientFleet {
+ public:
+  // Called for every complete message, with the time it was read.
+  using MessageFn = std::function<void(ClientConn&, std::string_view, SteadyClock::time_point)>;
+  // Called right before a queued message is written to the socket.
+  using SentFn = std::function<void(ClientConn&, SteadyClock::time_point)>;
+
+  ClientFleet();
+  ~ClientFleet();
+  ClientFleet(const ClientFleet&) = delete;
+  ClientFleet& operator=(const ClientFleet&) = delete;
+
+  bool open(std::string* error);
+
+  // Opens `count` more connections to ws://127.0.0.1:port + path and serves the loop until
+  // every one is ready (with `greeting`, ready means the server's first message arrived).
+  // At most `parallel` handshakes are in flight at once.
+  bool connect(int port, const std::string& path, size_t count, bool greeting,
+               double timeoutSeconds, std::string* error, size_t parallel = 256);
+
+  // Queues a text message on connection `i`; it is written when the socket is writable.
+  void send(size_t i, std::string_view message);
+
+  // Serves the loop once (waits for at most about 50 ms when nothing happens).
+  void serviceOnce();
+  // Serves the loop until `done()` or the timeout; false on timeout.
+  bool serveUntil(const std::function<bool()>& done, double timeoutSeconds);
+
+  size_t size() const { return conns_.size(); }
+  ClientConn& conn(size_t i) { return *conns_[i]; }
+  size_t closedCount() const { return closed_; }
+  // Closes every connection at once (destroys the context).
+  void close();
+
+  MessageFn onMessage;
+  SentFn onSent;
+
+  // lws entry point.
+  int callback(lws* wsi, int reason, void* user, void* in, size_t len);
+
+ private:
+  void startOne(int port, const std::string& path);
+
+  lws_context* context_ = nullptr;
+  std::vector<std::unique_ptr<ClientConn>> conns_;
+  size_t established_ = 0;
+  size_t ready_ = 0;
+  size_t failed_ = 0;
+  size_t closed_ = 0;
+  bool greeting_ = false;
+  std::string lastError_;
+  struct Tick;
+  std::unique_ptr<Tick> tick_;
+};
+
+}  // namespace dohost::bench

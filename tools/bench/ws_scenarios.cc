@@ -1,0 +1,542 @@
+#include "ws_scenarios.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <unordered_map>
+
+#include "ws_fleet.h"
+
+namespace dohost::bench {
+namespace {
+
+constexpr const char* kClassName = "Broadcaster";
+
+// A server under test: a dohost or a floor server this bench started, or a dohost that was
+// already running (external: never stopped by the bench).
+struct Server {
+  std::string kind;  // "dohost" or "floor"
+  std::unique_ptr<TempFolder> dir;
+  std::unique_ptr<ChildProcess> child;  // declared after dir: stopped before the folder goes
+  pid_t pid = 0;                        // 0: unknown (external without --pid)
+  int port = 0;
+  int adminPort = 0;
+  bool external = false;
+
+  ~Server() {
+    if (child) child->kill();
+  }
+  std::string path(const std::string& projectId, const std::string& type = "runtime") const {
+    if (kind == "floor") return "/";
+    return "/websocket?type=" + type + "&projectId=" + projectId;
+  }
+};
+
+bool tcpConnects(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool waitListening(int port, ChildProcess* child, double seconds, std::string* error) {
+  auto deadline = SteadyClock::now() + std::chrono::duration<double>(seconds);
+  while (SteadyClock::now() < deadline) {
+    if (tcpConnects(port)) return true;
+    if (child && !child->running()) {
+      *error = "the server exited at start:\n" + child->logTail();
+      return false;
+    }
+    sleepMillis(20);
+  }
+  *error = "nothing listens on port " + std::to_string(port) + " after " +
+           std::to_string(static_cast<int>(seconds)) + " s";
+  return false;
+}
+
+std::unique_ptr<Server> startDohost(const WsBenchOptions& o, bool durabilityFull, std::string* error) {
+  auto s = std::make_unique<Server>();
+  s->kind = "dohost";
+  if (o.externalPort != 0) {
+    s->external = true;
+    s->port = o.externalPort;
+    s->adminPort = o.externalAdminPort;
+    s->pid = o.externalPid;
+    return s;
+  }
+  s->dir = std::make_unique<TempFolder>(o.tempParent);
+  s->port = freeLoopbackPort();
+  do {
+    s->adminPort = freeLoopbackPort();
+  } while (s->adminPort == s->port);
+  // Only the Broadcaster listens. Pings are pushed past the run so that a ping burst to
+  // thousands of idle receivers does not land in the middle of a measured round.
+  std::string config = s->dir->path() + "/dohost.toml";
+  {
+    std::ofstream out(config);
+    out << "ping_interval = 3600\n"
+        << "durability = \"" << (durabilityFull ? "full" : "normal") << "\"\n";
+    for (const char* app : {"bridge", "hopeflow", "channels"}) {
+      out << "[apps." << app << "]\nlisten = \"off\"\n";
+    }
+  }
+  std::vector<std::string> argv = {o.dohostPath,
+                                   "--config", config,
+                                   "--data", s->dir->path() + "/data",
+                                   "--admin", "127.0.0.1:" + std::to_string(s->adminPort),
+                                   "--app", "broadcaster=127.0.0.1:" + std::to_string(s->port),
+                                   "--idle-evict", "3600",
+                                   "--log-level", "warn"};
+  s->child = std::make_unique<ChildProcess>();
+  if (!s->child->start(argv, s->dir->path() + "/dohost.log", error)) return nullptr;
+  s->pid = s->child->pid();
+  if (!waitListening(s->port, s->child.get(), 15, error)) return nullptr;
+  if (!waitListening(s->adminPort, s->child.get(), 15, error)) return nullptr;
+  return s;
+}
+
+std::unique_ptr<Server> startFloor(const WsBenchOptions& o, std::string* error) {
+  auto s = std::make_unique<Server>();
+  s->kind = "floor";
+  s->dir = std::make_unique<TempFolder>(o.tempParent);
+  s->port = freeLoopbackPort();
+  s->child = std::make_unique<ChildProcess>();
+  if (!s->child->start({o.selfPath, "--floor-server", std::to_string(s->port)},
+                       s->dir->path() + "/floor.log", error)) {
+    return nullptr;
+  }
+  s->pid = s->child->pid();
+  if (!waitListening(s->port, s->child.get(), 15, error)) return nullptr;
+  return s;
+}
+
+std::string uniqueSuffix() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%08llx", static_cast<unsigned long long>(rng() & 0xffffffffULL));
+  return buf;
+}
+
+// A message of about `bytes` bytes that carries `seq`. The Broadcaster forwards it with a
+// `from` added; the floor forwards it as it is.
+std::string makeMessage(int64_t seq, size_t bytes) {
+  std::string s = std::to_string(seq);
+  std::string head = "{\"id\":\"b" + s + "\",\"type\":\"bench\",\"payload\":{\"seq\":" + s + ",\"pad\":\"";
+  std::string tail = "\"}}";
+  size_t fixed = head.size() + tail.size();
+  return head + std::string(bytes > fixed ? bytes - fixed : 0, 'x') + tail;
+}
+
+int64_t parseSeq(std::string_view m) {
+  size_t at = m.find("\"seq\":");
+  if (at == std::string_view::npos) return -1;
+  int64_t v = 0;
+  bool any = false;
+  for (size_t i = at + 6; i < m.size() && m[i] >= '0' && m[i] <= '9'; ++i) {
+    v = v * 10 + (m[i] - '0');
+    any = true;
+  }
+  return any ? v : -1;
+}
+
+// Rounds of one message from connection 0 to every other connection of the fleet.
+class FanoutDriver {
+ public:
+  FanoutDriver(ClientFleet& fleet, size_t receivers, size_t messageBytes)
+      : fleet_(fleet), receivers_(receivers), messageBytes_(messageBytes) {
+    fleet_.onSent = [this](ClientConn& c, SteadyClock::time_point t) {
+      if (c.index != 0 || unsent_.empty()) return;
+      auto it = open_.find(unsent_.front());
+      unsent_.pop_front();
+      if (it != open_.end()) it->second.sent = t;
+    };
+    fleet_.onMessage = [this](ClientConn& c, std::string_view m, SteadyClock::time_point t) {
+      onMessage(c, m, t);
+    };
+  }
+  ~FanoutDriver() {
+    fleet_.onSent = nullptr;
+    fleet_.onMessage = nullptr;
+  }
+
+  void sendOne() {
+    int64_t seq = nextSeq_++;
+    open_[seq] = Round{};
+    unsent_.push_back(seq);
+    fleet_.send(0, makeMessage(seq, messageBytes_));
+  }
+  void topUp() {
+    while (window_ > 0 && open_.size() < window_) sendOne();
+  }
+  bool runRound(double timeoutSeconds) {
+    sendOne();
+    return fleet_.serveUntil([this] { return open_.empty(); }, timeoutSeconds);
+  }
+  bool drain(double timeoutSeconds) {
+    window_ = 0;
+    return fleet_.serveUntil([this] { return open_.empty(); }, timeoutSeconds);
+  }
+
+  void setWindow(size_t w) { window_ = w; }
+  void setCounting(bool on) {
+    counting_ = on;
+    if (on) countedFrames_ = 0;
+  }
+  void clearSamples() {
+    lastUs_.clear();
+    firstUs_.clear();
+  }
+  const std::vector<double>& lastUs() const { return lastUs_; }
+  const std::vector<double>& firstUs() const { return firstUs_; }
+  uint64_t countedFrames() const { return countedFrames_; }
+  size_t frameBytes() const { return frameBytes_; }
+  size_t openRounds() const { return open_.size(); }
+
+ private:
+  struct Round {
+    SteadyClock::time_point sent, first, last;
+    size_t got = 0;
+  };
+
+  void onMessage(ClientConn& c, std::string_view m, SteadyClock::time_point t) {
+    if (c.index == 0) return;  // the sender gets nothing of its own; anything else is noise
+    int64_t seq = parseSeq(m);
+    auto it = open_.find(seq);
+    if (it == open_.end()) return;
+    Round& r = it->second;
+    if (r.got++ == 0) r.first = t;
+    r.last = t;
+    frameBytes_ = m.size();
+    if (counting_) ++countedFrames_;
+    if (r.got < receivers_) return;
+    lastUs_.push_back(microsBetween(r.sent, r.last));
+    firstUs_.push_back(microsBetween(r.sent, r.first));
+    open_.erase(it);
+    topUp();
+  }
+
+  ClientFleet& fleet_;
+  size_t receivers_;
+  size_t messageBytes_;
+  int64_t nextSeq_ = 1;
+  std::deque<int64_t> unsent_;
+  std::unordered_map<int64_t, Round> open_;
+  std::vector<double> lastUs_, firstUs_;
+  size_t window_ = 0;
+  bool counting_ = false;
+  uint64_t countedFrames_ = 0;
+  size_t frameBytes_ = 0;
+};
+
+int autoRounds(size_t receivers) {
+  return static_cast<int>(std::clamp<size_t>(200000 / std::max<size_t>(receivers, 1), 30, 2000));
+}
+
+double cpuSeconds(const ProcCpu& a, const ProcCpu& b) { return b.schedSeconds - a.schedSeconds; }
+
+// Cores' worth of CPU that other processes used during an interval (the machine's busy time
+// minus the server's and the bench's). /proc/stat counts in clock ticks: small values are noise.
+double otherCpu(double machineBusy, double ours, double wallSeconds) {
+  return std::max(0.0, machineBusy - ours) / wallSeconds;
+}
+
+// One fan-out size against one server: latency rounds, then saturation.
+Json measureFanout(Server& server, size_t receivers, int rounds, double saturationSeconds,
+                   size_t messageBytes, std::string* error) {
+  ClientFleet fleet;
+  if (!fleet.open(error)) return nullptr;
+  std::string project = "bench-fanout-" + std::to_string(receivers) + "-" + uniqueSuffix();
+  auto connectStart = SteadyClock::now();
+  if (!fleet.connect(server.port, server.path(project), receivers + 1, true,
+                     30 + static_cast<double>(receivers) / 100, error)) {
+    return nullptr;
+  }
+  double connectSeconds = microsBetween(connectStart, SteadyClock::now()) / 1e6;
+  Json out{{"server", server.kind}, {"receivers", receivers}, {"connectSeconds", connectSeconds}};
+  if (server.pid) out["rssKiB"] = readRssKib(server.pid);
+
+  FanoutDriver driver(fleet, receivers, messageBytes);
+  double roundTimeout = 10 + static_cast<double>(receivers) / 500;
+  for (int i = 0; i < 5; ++i) {
+    if (!driver.runRound(roundTimeout)) {
+      *error = "a warm-up round did not reach every receiver";
+      return nullptr;
+    }
+  }
+  driver.clearSamples();
+  ProcCpu cpu0 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu self0 = readCpu(getpid());
+  double machine0 = machineBusySeconds();
+  auto t0 = SteadyClock::now();
+  for (int i = 0; i < rounds; ++i) {
+    if (!driver.runRound(roundTimeout)) {
+      *error = "round " + std::to_string(i) + " did not reach every receiver in time";
+      return nullptr;
+    }
+  }
+  auto t1 = SteadyClock::now();
+  ProcCpu cpu1 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu self1 = readCpu(getpid());
+  double machine1 = machineBusySeconds();
+  double frames = static_cast<double>(rounds) * static_cast<double>(receivers);
+  out["rounds"] = rounds;
+  out["frameBytes"] = driver.frameBytes();
+  out["latencyLastUs"] = toJson(summarize(driver.lastUs()));
+  out["latencyFirstUs"] = toJson(summarize(driver.firstUs()));
+  if (server.pid) {
+    out["cpuPerFrameUs"] = cpuSeconds(cpu0, cpu1) * 1e6 / frames;
+    out["cpuPerFrameTicksUs"] = (cpu1.tickSeconds - cpu0.tickSeconds) * 1e6 / frames;
+    out["serverCpuUtil"] = cpuSeconds(cpu0, cpu1) / (microsBetween(t0, t1) / 1e6);
+  }
+  out["otherCpu"] = otherCpu(machine1 - machine0, cpuSeconds(cpu0, cpu1) + cpuSeconds(self0, self1),
+                             microsBetween(t0, t1) / 1e6);
+
+  // Saturation: keep `window` messages in flight; count frames that arrive in the measured
+  // interval and the server's CPU time over the same interval.
+  size_t window = std::clamp<size_t>(
+      static_cast<size_t>(std::ceil(4000.0 / static_cast<double>(receivers))), 2, 32);
+  driver.setWindow(window);
+  driver.topUp();
+  auto warmEnd = SteadyClock::now() + std::chrono::milliseconds(300);
+  fleet.serveUntil([&] { return SteadyClock::now() >= warmEnd; }, 5);
+  driver.setCounting(true);
+  ProcCpu s0 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu c0 = readCpu(getpid());
+  double m0 = machineBusySeconds();
+  auto st0 = SteadyClock::now();
+  auto end = st0 + std::chrono::duration<double>(saturationSeconds);
+  fleet.serveUntil([&] { return SteadyClock::now() >= end; }, saturationSeconds + 5);
+  auto st1 = SteadyClock::now();
+  ProcCpu s1 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu c1 = readCpu(getpid());
+  double m1 = machineBusySeconds();
+  uint64_t counted = driver.countedFrames();
+  driver.setCounting(false);
+  bool drained = driver.drain(30 + static_cast<double>(receivers) / 200);
+  double wall = microsBetween(st0, st1) / 1e6;
+  Json sat{{"window", window},
+           {"seconds", wall},
+           {"frames", counted},
+           {"framesPerSecond", static_cast<double>(counted) / wall},
+           {"clientCpuUtil", cpuSeconds(c0, c1) / wall},
+           {"otherCpu", otherCpu(m1 - m0, cpuSeconds(s0, s1) + cpuSeconds(c0, c1), wall)}};
+  if (server.pid && counted > 0) {
+    sat["cpuPerFrameUs"] = cpuSeconds(s0, s1) * 1e6 / static_cast<double>(counted);
+    sat["serverCpuUtil"] = cpuSeconds(s0, s1) / wall;
+  }
+  if (!drained) sat["warning"] = "not every saturation round completed afterwards";
+  out["saturation"] = sat;
+  return out;
+}
+
+double num(const Json& j, const char* a, const char* b = nullptr) {
+  const Json* p = &j;
+  if (!p->contains(a)) return 0;
+  p = &(*p)[a];
+  if (b) {
+    if (!p->contains(b)) return 0;
+    p = &(*p)[b];
+  }
+  return p->is_number() ? p->get<double>() : 0;
+}
+
+Json ratio(double a, double b) { return b > 0 && a > 0 ? Json(a / b) : Json(nullptr); }
+
+// POST .../evict on the admin API; true when the object is evicted afterwards.
+bool evict(const Server& s, const std::string& projectId, std::string* error) {
+  HttpResult r = httpRequest(s.adminPort, "POST",
+                             "/objects/" + std::string(kClassName) + "/" + projectId + "/evict");
+  if (r.status != 200) {
+    *error = "admin evict answered " + std::to_string(r.status) + ": " + r.body;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Json runFanoutBench(const WsBenchOptions& o) {
+  Json results = Json::array();
+  for (size_t n : o.sockets) {
+    int rounds = o.rounds > 0 ? o.rounds : autoRounds(n);
+    Json entry{{"sockets", n}};
+    std::string error;
+    std::fprintf(stderr, "  fanout %zu: dohost ...\n", n);
+    size_t deliveredBytes = 0;
+    if (auto s = startDohost(o, true, &error)) {
+      Json d = measureFanout(*s, n, rounds, o.saturationSeconds, static_cast<size_t>(o.messageBytes), &error);
+      if (d.is_null()) {
+        entry["dohost"] = Json{{"error", error}};
+        if (s->child) entry["dohost"]["log"] = s->child->logTail(600);
+      } else {
+        entry["dohost"] = d;
+        deliveredBytes = d["frameBytes"].get<size_t>();
+      }
+    } else {
+      entry["dohost"] = Json{{"error", error}};
+    }
+    if (o.floor) {
+      std::fprintf(stderr, "  fanout %zu: floor ...\n", n);
+      error.clear();
+      if (auto s = startFloor(o, &error)) {
+        // The same bytes on the wire as dohost delivered.
+        size_t bytes = deliveredBytes ? deliveredBytes : static_cast<size_t>(o.messageBytes) + 60;
+        Json f = measureFanout(*s, n, rounds, o.saturationSeconds, bytes, &error);
+        entry["floor"] = f.is_null() ? Json{{"error", error}} : f;
+      } else {
+        entry["floor"] = Json{{"error", error}};
+      }
+    }
+    if (entry.contains("floor") && !entry["dohost"].contains("error") && !entry["floor"].contains("error")) {
+      const Json& d = entry["dohost"];
+      const Json& f = entry["floor"];
+      entry["ratio"] = Json{
+          {"latencyLastMedian", ratio(num(d, "latencyLastUs", "median"), num(f, "latencyLastUs", "median"))},
+          {"latencyLastP99", ratio(num(d, "latencyLastUs", "p99"), num(f, "latencyLastUs", "p99"))},
+          {"cpuPerFrame", ratio(num(d, "cpuPerFrameUs"), num(f, "cpuPerFrameUs"))},
+          {"saturationCpuPerFrame",
+           ratio(num(d, "saturation", "cpuPerFrameUs"), num(f, "saturation", "cpuPerFrameUs"))},
+          {"saturationFramesPerSecond",
+           ratio(num(d, "saturation", "framesPerSecond"), num(f, "saturation", "framesPerSecond"))}};
+    }
+    std::fprintf(stderr, "  fanout %zu: last receiver p50 %.0f / p99 %.0f us (floor %.0f / %.0f), "
+                 "cpu/frame %.2f us (floor %.2f)\n",
+                 n, num(entry["dohost"], "latencyLastUs", "median"), num(entry["dohost"], "latencyLastUs", "p99"),
+                 entry.contains("floor") ? num(entry["floor"], "latencyLastUs", "median") : 0.0,
+                 entry.contains("floor") ? num(entry["floor"], "latencyLastUs", "p99") : 0.0,
+                 num(entry["dohost"], "cpuPerFrameUs"),
+                 entry.contains("floor") ? num(entry["floor"], "cpuPerFrameUs") : 0.0);
+    results.push_back(entry);
+  }
+  return results;
+}
+
+namespace {
+
+// N idle sockets on one object: VmRSS before and after, per socket; then once more after one
+// message went to all of them (per-socket buffers that traffic allocates).
+Json measureMemory(Server& s, size_t n, size_t messageBytes, std::string* error) {
+  if (!s.pid) {
+    *error = "the server's pid is unknown (pass --pid with --connect)";
+    return nullptr;
+  }
+  sleepMillis(300);
+  int64_t rss0 = readRssKib(s.pid);
+  ClientFleet fleet;
+  if (!fleet.open(error)) return nullptr;
+  std::string project = "bench-memory-" + uniqueSuffix();
+  if (!fleet.connect(s.port, s.path(project), n, true, 30 + static_cast<double>(n) / 100, error)) {
+    return nullptr;
+  }
+  auto settle = [&]() -> int64_t {
+    if (s.kind == "dohost" && !evict(s, project, error)) return -1;
+    sleepMillis(500);
+    return readRssKib(s.pid);
+  };
+  int64_t rss1 = settle();
+  if (rss1 < 0) return nullptr;
+  FanoutDriver driver(fleet, n - 1, messageBytes);
+  if (!driver.runRound(30)) {
+    *error = "the message did not reach every socket";
+    return nullptr;
+  }
+  int64_t rss2 = settle();
+  if (rss2 < 0) return nullptr;
+  auto perSocket = [&](int64_t rss) { return static_cast<double>(rss - rss0) * 1024.0 / static_cast<double>(n); };
+  return Json{{"server", s.kind},
+              {"sockets", n},
+              {"rssBaseKiB", rss0},
+              {"rssIdleKiB", rss1},
+              {"bytesPerSocket", perSocket(rss1)},
+              {"rssAfterTrafficKiB", rss2},
+              {"bytesPerSocketAfterTraffic", perSocket(rss2)}};
+}
+
+}  // namespace
+
+Json runMemoryBench(const WsBenchOptions& o) {
+  size_t n = o.memorySockets ? o.memorySockets
+                             : *std::max_element(o.sockets.begin(), o.sockets.end());
+  Json out{{"sockets", n}};
+  std::string error;
+  std::fprintf(stderr, "  memory %zu sockets: dohost ...\n", n);
+  if (auto s = startDohost(o, true, &error)) {
+    Json d = measureMemory(*s, n, static_cast<size_t>(o.messageBytes), &error);
+    out["dohost"] = d.is_null() ? Json{{"error", error}} : d;
+  } else {
+    out["dohost"] = Json{{"error", error}};
+  }
+  if (o.floor) {
+    std::fprintf(stderr, "  memory %zu sockets: floor ...\n", n);
+    error.clear();
+    if (auto s = startFloor(o, &error)) {
+      Json f = measureMemory(*s, n, static_cast<size_t>(o.messageBytes), &error);
+      out["floor"] = f.is_null() ? Json{{"error", error}} : f;
+    } else {
+      out["floor"] = Json{{"error", error}};
+    }
+  }
+  std::fprintf(stderr, "  memory: dohost %.0f bytes/socket hibernated (floor %.0f)\n",
+               num(out["dohost"], "bytesPerSocket"),
+               out.contains("floor") ? num(out["floor"], "bytesPerSocket") : 0.0);
+  return out;
+}
+
+Json runWakeBench(const WsBenchOptions& o) {
+  Json results = Json::array();
+  std::vector<bool> durabilities = o.externalPort ? std::vector<bool>{true} : std::vector<bool>{true, false};
+  for (bool full : durabilities) {
+    std::string label = o.externalPort ? "as configured" : (full ? "FULL" : "NORMAL");
+    Json entry{{"durability", label}};
+    std::string error;
+    std::fprintf(stderr, "  wake (durability %s) ...\n", label.c_str());
+    auto s = startDohost(o, full, &error);
+    ClientFleet fleet;
+    std::string project = "bench-wake-" + uniqueSuffix();
+    bool ok = s && fleet.open(&error) && fleet.connect(s->port, s->path(project), 2, true, 30, &error);
+    if (ok) {
+      FanoutDriver driver(fleet, 1, static_cast<size_t>(o.messageBytes));
+      for (int i = 0; i < 20 && ok; ++i) ok = driver.runRound(10);
+      driver.clearSamples();
+      std::vector<double> live, woken;
+      for (int i = 0; i < o.wakeSamples && ok; ++i) {
+        // Alternating, so both sets see the same conditions.
+        ok = driver.runRound(10);
+        if (!ok) break;
+        live.push_back(driver.lastUs().back());
+        ok = evict(*s, project, &error) && driver.runRound(10);
+        if (!ok) break;
+        woken.push_back(driver.lastUs().back());
+      }
+      if (ok) {
+        Summary l = summarize(live), w = summarize(woken);
+        entry["liveUs"] = toJson(l);
+        entry["wokenUs"] = toJson(w);
+        entry["addedMedianUs"] = w.median - l.median;
+        entry["addedP99Us"] = w.p99 - l.p99;
+        std::fprintf(stderr, "  wake (durability %s): live p50 %.0f us, woken p50 %.0f us, added %.0f us\n",
+                     label.c_str(), l.median, w.median, w.median - l.median);
+      } else if (error.empty()) {
+        error = "a message did not arrive in time";
+      }
+    }
+    if (!ok) entry["error"] = error;
+    results.push_back(entry);
+  }
+  return results;
+}
+
+}  // namespace dohost::bench
