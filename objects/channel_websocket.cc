@@ -1,8 +1,938 @@
+#include "objects/channel_websocket.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <memory>
+#include <random>
+#include <set>
+#include <utility>
+
+#include "objects/channels_demo_page.h"
 #include "objects/register_all.h"
 
 namespace dohost::objects {
+namespace {
 
-// Not yet implemented: registers nothing, so the host starts without this app.
-void registerChannels(Registry& registry) {}
+using nlohmann::json;
+
+// Never throws on odd bytes.
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Response jsonError(int status, std::string message) {
+  return Response::json(status, dump(json{{"error", std::move(message)}}));
+}
+
+Response unauthorized(const std::string& reason) {
+  Response r = Response::json(401, dump(json{{"error", "Unauthorized"}, {"reason", reason}}));
+  r.setHeader("www-authenticate", "Bearer");
+  return r;
+}
+
+void sendJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
+
+// The seed's error messages, word for word.
+constexpr char kInvalidFormat[] = "Invalid message format";
+constexpr char kUnknownType[] = "Unknown message type";
+constexpr char kNoWrite[] = "No write permission";
+
+void sendError(WebSocket& ws, std::string_view message) {
+  sendJson(ws, json{{"type", "error"}, {"message", message}});
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<int64_t> parseInt(std::string_view text) {
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// A message id a client sent: a non-negative integer, as a number or a decimal string.
+std::optional<int64_t> messageIdFrom(const json& value) {
+  if (value.is_number_unsigned()) {
+    uint64_t v = value.get<uint64_t>();
+    if (v > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<int64_t>(v);
+  }
+  if (value.is_number_integer()) {
+    int64_t v = value.get<int64_t>();
+    return v < 0 ? std::nullopt : std::optional<int64_t>(v);
+  }
+  if (value.is_null()) return 0;
+  if (value.is_string()) {
+    auto v = parseInt(value.get_ref<const std::string&>());
+    if (v && *v >= 0) return v;
+  }
+  return std::nullopt;
+}
+
+// Identifies the current host process. Member rows of sharded channels carry it, so rows
+// written by an earlier process (whose sockets all died with it) are recognised and dropped.
+int64_t processEpoch() {
+  static const int64_t epoch = [] {
+    std::random_device rd;
+    uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    return static_cast<int64_t>(v >> 1);
+  }();
+  return epoch;
+}
+
+bool hasPermission(const json& attachment, std::string_view permission) {
+  auto it = attachment.find("permissions");
+  if (it == attachment.end() || !it->is_array()) return false;
+  return std::any_of(it->begin(), it->end(), [&](const json& p) {
+    return p.is_string() && p.get_ref<const std::string&>() == permission;
+  });
+}
+
+std::string str(const json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+json attachmentOf(const WebSocket& ws) {
+  if (auto bytes = ws.deserializeAttachment()) {
+    json a = json::parse(*bytes, nullptr, false);
+    if (a.is_object()) return a;
+  }
+  return json::object();
+}
+
+std::string userTag(const std::string& userId) { return "user:" + userId; }
+
+json userConnected(const json& attachment) {
+  return json{{"type", "user_connected"},
+              {"userId", str(attachment, "userId")},
+              {"username", str(attachment, "username")},
+              {"joinedAt", attachment.value("joinedAt", int64_t{0})}};
+}
+
+json userDisconnected(const json& attachment) {
+  return json{{"type", "user_disconnected"},
+              {"userId", str(attachment, "userId")},
+              {"username", str(attachment, "username")}};
+}
+
+json onlineUserFrom(const json& attachment) {
+  json u = {{"userId", str(attachment, "userId")},
+            {"username", str(attachment, "username")},
+            {"joinedAt", attachment.value("joinedAt", int64_t{0})}};
+  if (auto it = attachment.find("status"); it != attachment.end() && it->is_string()) {
+    u["status"] = *it;
+  }
+  return u;
+}
+
+// Sends `messages` (ascending ids after `after`) as sync pages; `hasMore` says whether the
+// history holds more after the last one (the client then asks again from there).
+void sendSyncPages(WebSocket& ws, int64_t after, const json& messages, bool hasMore) {
+  size_t total = messages.size();
+  size_t pages = std::max<size_t>(1, (total + kChannelSyncPageSize - 1) / kChannelSyncPageSize);
+  for (size_t page = 0; page < pages; ++page) {
+    size_t begin = page * kChannelSyncPageSize;
+    size_t end = std::min(total, begin + kChannelSyncPageSize);
+    json slice = json::array();
+    for (size_t i = begin; i < end; ++i) slice.push_back(messages[i]);
+    bool last = page + 1 == pages;
+    sendJson(ws, json{{"type", "sync"},
+                      {"afterMessageId", after},
+                      {"page", page},
+                      {"messages", std::move(slice)},
+                      {"done", last},
+                      {"hasMore", last ? hasMore : true}});
+  }
+}
+
+const char kSchema[] = R"(
+CREATE TABLE IF NOT EXISTS channel_messages (
+  id INTEGER PRIMARY KEY,
+  channel TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  username TEXT NOT NULL,
+  content TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  thread_id
+);
+CREATE TABLE IF NOT EXISTS channel_members (
+  epoch INTEGER NOT NULL,
+  shard INTEGER NOT NULL,
+  socket_id INTEGER NOT NULL,
+  user_id TEXT NOT NULL,
+  username TEXT NOT NULL,
+  joined_at INTEGER NOT NULL,
+  status TEXT,
+  PRIMARY KEY (epoch, shard, socket_id)
+))";
+
+const char kMessageColumns[] = "id, channel, user_id, username, content, timestamp, thread_id";
+
+json messageFromRow(const SqlRow& row) {
+  json m = {{"id", row.integer(0)},
+            {"channelId", row.text(1)},
+            {"userId", row.text(2)},
+            {"username", row.text(3)},
+            {"content", row.text(4)},
+            {"timestamp", row.integer(5)}};
+  const SqlValue& thread = row[6];
+  if (auto* i = std::get_if<int64_t>(&thread)) {
+    m["threadId"] = *i;
+  } else if (auto* s = std::get_if<std::string>(&thread)) {
+    m["threadId"] = *s;
+  }
+  return m;
+}
+
+Request internalRequest(const std::string& path, std::string body,
+                        std::optional<int64_t> seq = std::nullopt) {
+  Request::Headers headers = {{kChannelInternalHeader, "1"}};
+  if (seq) headers.emplace_back(kChannelSeqHeader, std::to_string(*seq));
+  return Request("POST", path, "", std::move(headers), std::move(body));
+}
+
+void ignoreReply(Response) {}
+
+}  // namespace
+
+// --- the object: both roles -----------------------------------------------------------------
+
+ChannelWebSocket::ChannelWebSocket(ObjectState& state) : state_(state) {
+  std::string name = state_.name().value_or(state_.id());
+  size_t hash = name.rfind('#');
+  if (hash != std::string::npos) {
+    if (auto k = parseInt(std::string_view(name).substr(hash + 1)); k && *k >= 0) {
+      shard_ = static_cast<int>(*k);
+      name.resize(hash);
+    }
+  }
+  channelId_ = std::move(name);
+}
+
+Response ChannelWebSocket::fetch(Request& request) {
+  if (request.path().starts_with("/internal/")) {
+    if (!request.header(kChannelInternalHeader)) return jsonError(404, "not found");
+    return internal(request);
+  }
+  if (request.isWebSocketUpgrade()) return connect(request);
+  if (request.method() == "GET" && request.path().ends_with("/messages") && !shard_) {
+    return history(request);
+  }
+  return jsonError(404, "not found");
+}
+
+Response ChannelWebSocket::connect(Request& request) {
+  std::optional<std::string> user = request.header(kChannelUserHeader);
+  json identity = user ? json::parse(*user, nullptr, false) : json();
+  if (!identity.is_object() || str(identity, "userId").empty()) {
+    return unauthorized("no verified user");
+  }
+  size_t maxConnections = kChannelDefaultMaxConnections;
+  if (auto header = request.header(kChannelMaxConnectionsHeader)) {
+    if (auto n = parseInt(*header); n && *n > 0) maxConnections = static_cast<size_t>(*n);
+  }
+  if (shard_) return connectShard(request, identity, maxConnections);
+
+  if (state_.countWebSockets() >= maxConnections) return Response::text(503, "Channel full");
+  std::string userId = str(identity, "userId");
+  WebSocket ws = state_.acceptWebSocket(request, {userTag(userId)});
+  json attachment = {{"userId", userId},
+                     {"username", str(identity, "username")},
+                     {"joinedAt", toUnixMillis(state_.now())},
+                     {"permissions", identity.value("permissions", json::array())}};
+  ws.serializeAttachment(dump(attachment));
+  sendJson(ws, json{{"type", "initial_state"},
+                    {"channelId", channelId_},
+                    {"messages", recentMessages(kChannelRecentMessages)},
+                    {"onlineUsers", onlineUsers()},
+                    {"lastMessageId", lastMessageId()}});
+  // Others hear of a user once, when their first socket joins.
+  if (state_.countWebSockets(userTag(userId)) == 1) publishEvent(dump(userConnected(attachment)), &ws);
+  return Response::webSocket(ws);
+}
+
+void ChannelWebSocket::webSocketMessage(WebSocket ws, const Message& message) {
+  if (message.binary) {
+    sendError(ws, kInvalidFormat);
+    return;
+  }
+  json msg = json::parse(message.text(), nullptr, false);
+  if (msg.is_discarded() || !msg.is_object()) {
+    sendError(ws, kInvalidFormat);
+    return;
+  }
+  json attachment = attachmentOf(ws);
+  auto typeIt = msg.find("type");
+  std::string type = typeIt != msg.end() && typeIt->is_string() ? typeIt->get<std::string>() : "";
+  if (type == "message") {
+    handleChat(ws, attachment, msg);
+  } else if (type == "typing") {
+    handleTyping(ws, attachment, msg);
+  } else if (type == "presence") {
+    handlePresence(ws, std::move(attachment), msg);
+  } else if (type == "sync") {
+    handleSync(ws, msg);
+  } else if (type == "ping") {
+    sendJson(ws, json{{"type", "pong"}});
+  } else {
+    sendError(ws, kUnknownType);
+  }
+}
+
+void ChannelWebSocket::handleChat(WebSocket& ws, const json& attachment, const json& message) {
+  if (!hasPermission(attachment, "write")) {
+    sendError(ws, kNoWrite);
+    return;
+  }
+  auto contentIt = message.find("content");
+  if (contentIt == message.end() || !contentIt->is_string() ||
+      trim(contentIt->get_ref<const std::string&>()).empty()) {
+    sendError(ws, kInvalidFormat);
+    return;
+  }
+  const std::string& content = contentIt->get_ref<const std::string&>();
+  if (content.size() > kChannelMaxContentBytes) {
+    sendError(ws, "Message too long");
+    return;
+  }
+  json threadId;  // null: none
+  if (auto it = message.find("threadId"); it != message.end() && !it->is_null()) {
+    bool ok = (it->is_string() && !it->get_ref<const std::string&>().empty() &&
+               it->get_ref<const std::string&>().size() <= kChannelMaxThreadIdBytes) ||
+              it->is_number_integer();
+    if (!ok) {
+      sendError(ws, kInvalidFormat);
+      return;
+    }
+    threadId = *it;
+  }
+  std::string userId = str(attachment, "userId");
+  std::string username = str(attachment, "username");
+  if (!shard_) {
+    // Stored first; the runtime sends the broadcast only after this event's commit.
+    json stored = storeMessage(userId, username, content, threadId);
+    std::string frame = dump(json{{"type", "message"}, {"message", stored}});
+    state_.broadcast(frame);
+    fanOut(frame, std::nullopt, stored["id"].get<int64_t>());
+    return;
+  }
+  // A shard forwards to the channel object, which stores and fans out to every shard (this
+  // one included, so every member sees the channel's order).
+  json body = {{"shard", *shard_}, {"userId", userId}, {"username", username}, {"content", content}};
+  if (!threadId.is_null()) body["threadId"] = threadId;
+  callChannel("/internal/post", dump(body), [ws](Response reply) mutable {
+    if (reply.status() == 200) return;
+    json error = json::parse(reply.body(), nullptr, false);
+    sendError(ws, error.is_object() ? str(error, "error") : "Message not stored");
+  });
+}
+
+void ChannelWebSocket::handleTyping(WebSocket& ws, const json& attachment, const json& message) {
+  bool isTyping = true;
+  if (auto it = message.find("isTyping"); it != message.end() && !it->is_null()) {
+    if (!it->is_boolean()) {
+      sendError(ws, kInvalidFormat);
+      return;
+    }
+    isTyping = it->get<bool>();
+  }
+  publishEvent(dump(json{{"type", "typing"},
+                         {"userId", str(attachment, "userId")},
+                         {"username", str(attachment, "username")},
+                         {"isTyping", isTyping}}),
+               &ws);
+}
+
+void ChannelWebSocket::handlePresence(WebSocket& ws, json attachment, const json& message) {
+  auto it = message.find("status");
+  if (it == message.end() || !it->is_string() || it->get_ref<const std::string&>().empty() ||
+      it->get_ref<const std::string&>().size() > kChannelMaxStatusBytes) {
+    sendError(ws, kInvalidFormat);
+    return;
+  }
+  attachment["status"] = *it;
+  ws.serializeAttachment(dump(attachment));
+  json event = {{"type", "presence"},
+                {"userId", str(attachment, "userId")},
+                {"username", str(attachment, "username")},
+                {"status", *it}};
+  if (!shard_) {
+    publishEvent(dump(event), &ws);
+    return;
+  }
+  state_.broadcast(dump(event), liveSockets(&ws));
+  callChannel("/internal/relay",
+              dump(json{{"shard", *shard_},
+                        {"frame", dump(event)},
+                        {"socketId", ws.id()},
+                        {"status", *it}}),
+              ignoreReply);
+}
+
+void ChannelWebSocket::handleSync(WebSocket& ws, const json& message) {
+  auto it = message.find("afterMessageId");
+  std::optional<int64_t> after = it == message.end() ? std::optional<int64_t>(0) : messageIdFrom(*it);
+  if (!after) {
+    sendError(ws, kInvalidFormat);
+    return;
+  }
+  if (!shard_) {
+    json messages = messagesAfter(*after, kChannelSyncMaxPerRequest + 1);
+    bool more = messages.size() > kChannelSyncMaxPerRequest;
+    if (more) messages.erase(messages.size() - 1);
+    sendSyncPages(ws, *after, messages, more);
+    return;
+  }
+  int64_t from = *after;
+  callChannel("/internal/history",
+              dump(json{{"after", from}, {"limit", kChannelSyncMaxPerRequest + 1}}),
+              [ws, from](Response reply) mutable {
+                if (!ws.isOpen()) return;
+                json body = json::parse(reply.body(), nullptr, false);
+                if (reply.status() != 200 || !body.is_object() || !body["messages"].is_array()) {
+                  sendError(ws, "History not available");
+                  return;
+                }
+                json& messages = body["messages"];
+                bool more = messages.size() > kChannelSyncMaxPerRequest;
+                if (more) messages.erase(messages.size() - 1);
+                sendSyncPages(ws, from, messages, more);
+              });
+}
+
+void ChannelWebSocket::webSocketClose(WebSocket ws, const CloseInfo& info) { socketGone(ws); }
+
+void ChannelWebSocket::webSocketError(WebSocket ws, std::string_view reason) { socketGone(ws); }
+
+void ChannelWebSocket::socketGone(WebSocket& ws) {
+  joining_.erase(ws.id());
+  json attachment = attachmentOf(ws);
+  std::string userId = str(attachment, "userId");
+  if (userId.empty()) return;
+  // Others hear of a user leaving when their last socket goes (the closed one is already gone
+  // from the count).
+  bool last = state_.countWebSockets(userTag(userId)) == 0;
+  if (!shard_) {
+    if (last) publishEvent(dump(userDisconnected(attachment)), nullptr);
+    return;
+  }
+  std::string frame = dump(userDisconnected(attachment));
+  if (last) state_.broadcast(frame, liveSockets(nullptr));
+  json body = {{"shard", *shard_}, {"socketId", ws.id()}};
+  if (last) body["frame"] = frame;
+  callChannel("/internal/leave", dump(body), ignoreReply);
+}
+
+void ChannelWebSocket::publishEvent(const std::string& frame, const WebSocket* except) {
+  state_.broadcast(frame, liveSockets(except));
+  if (!shard_) {
+    fanOut(frame, std::nullopt, std::nullopt);
+    return;
+  }
+  callChannel("/internal/relay", dump(json{{"shard", *shard_}, {"frame", frame}}), ignoreReply);
+}
+
+BroadcastOptions ChannelWebSocket::liveSockets(const WebSocket* except) const {
+  BroadcastOptions options;
+  if (except) options.except.push_back(*except);
+  for (const auto& [id, ws] : joining_) options.except.push_back(ws);
+  return options;
+}
+
+// --- channel role ---------------------------------------------------------------------------
+
+void ChannelWebSocket::ensureSchema() {
+  if (schemaReady_) return;
+  state_.storage().sql().exec(kSchema);
+  schemaReady_ = true;
+}
+
+ChannelWebSocket::json ChannelWebSocket::storeMessage(const std::string& userId,
+                                                      const std::string& username,
+                                                      const std::string& content,
+                                                      const json& threadId) {
+  ensureSchema();
+  int64_t timestamp = toUnixMillis(state_.now());
+  SqlValue thread = nullptr;
+  if (threadId.is_string()) thread = threadId.get<std::string>();
+  if (threadId.is_number_integer()) thread = threadId.get<int64_t>();
+  SqlCursor c = state_.storage().sql().exec(
+      "INSERT INTO channel_messages (channel, user_id, username, content, timestamp, thread_id) "
+      "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+      channelId_, userId, username, content, timestamp, thread);
+  json m = {{"id", c.one().integer(0)},
+            {"channelId", channelId_},
+            {"userId", userId},
+            {"username", username},
+            {"content", content},
+            {"timestamp", timestamp}};
+  if (!threadId.is_null()) m["threadId"] = threadId;
+  return m;
+}
+
+ChannelWebSocket::json ChannelWebSocket::recentMessages(size_t count) {
+  ensureSchema();
+  SqlCursor c = state_.storage().sql().exec(
+      std::string("SELECT ") + kMessageColumns +
+          " FROM channel_messages ORDER BY id DESC LIMIT ?",
+      static_cast<int64_t>(count));
+  json out = json::array();
+  for (size_t i = c.size(); i-- > 0;) out.push_back(messageFromRow(c.row(i)));
+  return out;
+}
+
+ChannelWebSocket::json ChannelWebSocket::messagesAfter(int64_t after, size_t limit) {
+  ensureSchema();
+  SqlCursor c = state_.storage().sql().exec(
+      std::string("SELECT ") + kMessageColumns +
+          " FROM channel_messages WHERE id > ? ORDER BY id LIMIT ?",
+      after, static_cast<int64_t>(limit));
+  json out = json::array();
+  for (SqlRow row : c) out.push_back(messageFromRow(row));
+  return out;
+}
+
+int64_t ChannelWebSocket::lastMessageId() {
+  ensureSchema();
+  SqlCursor c = state_.storage().sql().exec("SELECT coalesce(max(id), 0) FROM channel_messages");
+  return c.one().integer(0);
+}
+
+ChannelWebSocket::json ChannelWebSocket::onlineUsers() {
+  json users = json::array();
+  std::set<std::string> seen;
+  for (const WebSocket& ws : state_.getWebSockets()) {
+    json a = attachmentOf(ws);
+    std::string userId = str(a, "userId");
+    if (userId.empty() || !seen.insert(userId).second) continue;
+    users.push_back(onlineUserFrom(a));
+  }
+  forgetOldMembers();
+  SqlCursor c = state_.storage().sql().exec(
+      "SELECT user_id, username, min(joined_at), max(status) FROM channel_members "
+      "WHERE epoch = ? GROUP BY user_id ORDER BY min(rowid)",
+      processEpoch());
+  for (SqlRow row : c) {
+    if (!seen.insert(row.text(0)).second) continue;
+    json u = {{"userId", row.text(0)}, {"username", row.text(1)}, {"joinedAt", row.integer(2)}};
+    if (!row.isNull(3)) u["status"] = row.text(3);
+    users.push_back(std::move(u));
+  }
+  return users;
+}
+
+void ChannelWebSocket::forgetOldMembers() {
+  ensureSchema();
+  if (oldMembersForgotten_) return;
+  state_.storage().sql().exec("DELETE FROM channel_members WHERE epoch <> ?", processEpoch());
+  oldMembersForgotten_ = true;
+}
+
+const std::vector<int>& ChannelWebSocket::memberShards() {
+  if (!memberShards_) {
+    forgetOldMembers();
+    SqlCursor c = state_.storage().sql().exec(
+        "SELECT shard, count(*) FROM channel_members WHERE epoch = ? GROUP BY shard "
+        "ORDER BY shard",
+        processEpoch());
+    std::vector<int> shards;
+    int64_t members = 0;
+    for (SqlRow row : c) {
+      shards.push_back(static_cast<int>(row.integer(0)));
+      members += row.integer(1);
+    }
+    memberShards_ = std::move(shards);
+    memberCount_ = members;
+  }
+  return *memberShards_;
+}
+
+int64_t ChannelWebSocket::memberCount() {
+  memberShards();
+  return memberCount_ + static_cast<int64_t>(state_.countWebSockets());
+}
+
+void ChannelWebSocket::fanOut(const std::string& frame, std::optional<int> exceptShard,
+                              std::optional<int64_t> seq) {
+  const std::vector<int>& shards = memberShards();
+  if (shards.empty()) return;
+  // Every delivery also tells the shard how many members the channel has (connection limit).
+  std::string members = std::to_string(memberCount());
+  for (int shard : shards) {
+    if (exceptShard && shard == *exceptShard) continue;
+    Request request = internalRequest("/internal/deliver", frame, seq);
+    request.setHeader(kChannelMembersHeader, members);
+    state_.stubByName(kChannelClass, channelId_ + "#" + std::to_string(shard))
+        ->fetch(std::move(request), ignoreReply);
+  }
+}
+
+Response ChannelWebSocket::history(Request& request) {
+  int64_t after = 0;
+  if (auto text = request.queryParam("after"); text && !text->empty()) {
+    std::optional<int64_t> v = messageIdFrom(json(*text));
+    if (!v) return jsonError(400, "after must be a message id (a non-negative integer)");
+    after = *v;
+  }
+  size_t limit = kChannelHistoryDefaultLimit;
+  if (auto text = request.queryParam("limit"); text && !text->empty()) {
+    std::optional<int64_t> v = parseInt(*text);
+    if (!v || *v < 1 || *v > static_cast<int64_t>(kChannelHistoryMaxLimit)) {
+      return jsonError(400, "limit must be 1.." + std::to_string(kChannelHistoryMaxLimit));
+    }
+    limit = static_cast<size_t>(*v);
+  }
+  json messages = messagesAfter(after, limit + 1);
+  bool more = messages.size() > limit;
+  if (more) messages.erase(messages.size() - 1);
+  int64_t last = messages.empty() ? after : messages.back()["id"].get<int64_t>();
+  return Response::json(200, dump(json{{"channelId", channelId_},
+                                       {"afterMessageId", after},
+                                       {"messages", std::move(messages)},
+                                       {"hasMore", more},
+                                       {"lastMessageId", last}}));
+}
+
+// Requests from other objects of this class (never from outside: see ChannelsApp::route).
+Response ChannelWebSocket::internal(Request& request) {
+  const std::string& path = request.path();
+  if (shard_) {
+    if (path != "/internal/deliver") return jsonError(404, "not found");
+    if (auto seq = request.header(kChannelSeqHeader)) {
+      std::optional<int64_t> n = parseInt(*seq);
+      // Each message reaches a shard once and in order; a repeat would be a bug upstream.
+      if (n && lastSeq_ != 0 && *n <= lastSeq_) {
+        logLine(LogLevel::kWarn, "message delivered twice to a shard; dropped", state_.className(),
+                state_.id());
+        return Response::json(200, "{}");
+      }
+      if (n) lastSeq_ = *n;
+    }
+    if (auto header = request.header(kChannelMembersHeader)) {
+      int64_t members = parseInt(*header).value_or(0);
+      int64_t local = static_cast<int64_t>(state_.countWebSockets());
+      othersKnown_ = members > local ? static_cast<size_t>(members - local) : 0;
+    }
+    state_.broadcast(request.body(), liveSockets(nullptr));
+    return Response::json(200, "{}");
+  }
+
+  json body = json::parse(request.body(), nullptr, false);
+  if (!body.is_object()) return jsonError(400, "body must be a JSON object");
+  std::optional<int> origin;
+  if (auto it = body.find("shard"); it != body.end() && it->is_number_integer()) {
+    origin = it->get<int>();
+  }
+
+  if (path == "/internal/post") {
+    std::string content = str(body, "content");
+    if (content.empty() || content.size() > kChannelMaxContentBytes) {
+      return jsonError(400, kInvalidFormat);
+    }
+    json threadId = body.value("threadId", json());
+    json stored = storeMessage(str(body, "userId"), str(body, "username"), content, threadId);
+    std::string frame = dump(json{{"type", "message"}, {"message", stored}});
+    state_.broadcast(frame);
+    fanOut(frame, std::nullopt, stored["id"].get<int64_t>());
+    return Response::json(200, dump(json{{"id", stored["id"]}}));
+  }
+  if (path == "/internal/join") {
+    if (!origin) return jsonError(400, "shard missing");
+    forgetOldMembers();
+    int64_t members = memberCount();
+    int64_t max = body.value("maxConnections", int64_t{0});
+    if (max > 0 && members >= max) return jsonError(503, "Channel full");
+    state_.storage().sql().exec(
+        "INSERT OR REPLACE INTO channel_members "
+        "(epoch, shard, socket_id, user_id, username, joined_at) VALUES (?, ?, ?, ?, ?, ?)",
+        processEpoch(), *origin, body.value("socketId", int64_t{0}), str(body, "userId"),
+        str(body, "username"), body.value("joinedAt", int64_t{0}));
+    memberShards_.reset();
+    if (body.value("announce", false)) {
+      std::string frame = dump(userConnected(body));
+      state_.broadcast(frame);
+      fanOut(frame, origin, std::nullopt);
+    }
+    return Response::json(200, dump(json{{"messages", recentMessages(kChannelRecentMessages)},
+                                         {"onlineUsers", onlineUsers()},
+                                         {"lastMessageId", lastMessageId()},
+                                         {"memberCount", members + 1}}));
+  }
+  if (path == "/internal/leave") {
+    if (!origin) return jsonError(400, "shard missing");
+    forgetOldMembers();
+    state_.storage().sql().exec(
+        "DELETE FROM channel_members WHERE epoch = ? AND shard = ? AND socket_id = ?",
+        processEpoch(), *origin, body.value("socketId", int64_t{0}));
+    memberShards_.reset();
+    if (auto frame = body.find("frame"); frame != body.end() && frame->is_string()) {
+      state_.broadcast(frame->get<std::string>());
+      fanOut(frame->get<std::string>(), origin, std::nullopt);
+    }
+    return Response::json(200, "{}");
+  }
+  if (path == "/internal/relay") {
+    std::string frame = str(body, "frame");
+    if (frame.empty()) return jsonError(400, "frame missing");
+    if (auto status = body.find("status"); status != body.end() && status->is_string() && origin) {
+      forgetOldMembers();
+      state_.storage().sql().exec(
+          "UPDATE channel_members SET status = ? WHERE epoch = ? AND shard = ? AND socket_id = ?",
+          status->get<std::string>(), processEpoch(), *origin, body.value("socketId", int64_t{0}));
+    }
+    state_.broadcast(frame);
+    fanOut(frame, origin, std::nullopt);
+    return Response::json(200, "{}");
+  }
+  if (path == "/internal/history") {
+    int64_t after = std::max<int64_t>(0, body.value("after", int64_t{0}));
+    int64_t limit = std::clamp<int64_t>(body.value("limit", int64_t{1}), 1,
+                                        static_cast<int64_t>(kChannelSyncMaxPerRequest + 1));
+    return Response::json(200, dump(json{{"messages", messagesAfter(after, limit)}}));
+  }
+  return jsonError(404, "not found");
+}
+
+// --- shard role -----------------------------------------------------------------------------
+
+Response ChannelWebSocket::connectShard(Request& request, const json& identity,
+                                        size_t maxConnections) {
+  // The channel object has the exact count and refuses a join beyond the limit; this early
+  // check uses the last count it reported, so most refusals are a plain 503.
+  if (state_.countWebSockets() + othersKnown_ >= maxConnections) {
+    return Response::text(503, "Channel full");
+  }
+  std::string userId = str(identity, "userId");
+  WebSocket ws = state_.acceptWebSocket(request, {userTag(userId)});
+  json attachment = {{"userId", userId},
+                     {"username", str(identity, "username")},
+                     {"joinedAt", toUnixMillis(state_.now())},
+                     {"permissions", identity.value("permissions", json::array())}};
+  ws.serializeAttachment(dump(attachment));
+  bool first = state_.countWebSockets(userTag(userId)) == 1;
+  if (first) state_.broadcast(dump(userConnected(attachment)), liveSockets(&ws));
+  joining_.emplace(ws.id(), ws);
+  json body = {{"shard", *shard_},
+               {"socketId", ws.id()},
+               {"userId", userId},
+               {"username", attachment["username"]},
+               {"joinedAt", attachment["joinedAt"]},
+               {"announce", first},
+               {"maxConnections", maxConnections}};
+  callChannel("/internal/join", dump(body), [this, ws](Response reply) { joined(ws, reply); });
+  return Response::webSocket(ws);
+}
+
+// The channel object answered a join: the socket gets initial_state and from now on live
+// traffic. Messages committed before the join were delivered here before this answer (calls
+// between two objects arrive in order), while the socket was still left out.
+void ChannelWebSocket::joined(WebSocket ws, const Response& reply) {
+  joining_.erase(ws.id());
+  if (!ws.isOpen()) return;
+  json body = json::parse(reply.body(), nullptr, false);
+  if (reply.status() == 503) {
+    ws.close(4503, "Channel full");
+    return;
+  }
+  if (reply.status() != 200 || !body.is_object()) {
+    sendError(ws, "Channel not available");
+    ws.close(4500, "Channel not available");
+    return;
+  }
+  int64_t members = body.value("memberCount", int64_t{0});
+  int64_t local = static_cast<int64_t>(state_.countWebSockets());
+  othersKnown_ = members > local ? static_cast<size_t>(members - local) : 0;
+  sendJson(ws, json{{"type", "initial_state"},
+                    {"channelId", channelId_},
+                    {"messages", body.value("messages", json::array())},
+                    {"onlineUsers", body.value("onlineUsers", json::array())},
+                    {"lastMessageId", body.value("lastMessageId", int64_t{0})}});
+}
+
+void ChannelWebSocket::callChannel(const std::string& path, std::string body,
+                                   std::function<void(Response)> onResponse) {
+  state_.stubByName(kChannelClass, channelId_)
+      ->fetch(internalRequest(path, std::move(body)), std::move(onResponse));
+}
+
+// --- the app --------------------------------------------------------------------------------
+
+namespace {
+
+bool validChannelId(std::string_view id) {
+  if (id.empty() || id.size() > kChannelMaxIdBytes) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+           c == ':' || c == '@' || c == '~';
+  });
+}
+
+std::optional<size_t> settingNumber(const AppSettings& settings, const std::string& key,
+                                    int64_t min, int64_t max) {
+  auto it = settings.find(key);
+  if (it == settings.end()) return std::nullopt;
+  std::optional<int64_t> v = parseInt(trim(it->second));
+  if (!v || *v < min || *v > max) {
+    throw std::invalid_argument("channels: " + key + " must be an integer in " +
+                                std::to_string(min) + ".." + std::to_string(max) + ", got \"" +
+                                it->second + "\"");
+  }
+  return static_cast<size_t>(*v);
+}
+
+}  // namespace
+
+ChannelsApp::ChannelsApp(const AppSettings& settings) {
+  if (auto it = settings.find("jwt_secret"); it != settings.end()) jwtSecret_ = it->second;
+  if (jwtSecret_.empty()) {
+    logLine(LogLevel::kWarn, "channels: no jwt_secret (JWT_SECRET) set; every client is refused");
+  }
+  if (auto n = settingNumber(settings, "max_connections", 1, 1'000'000)) maxConnections_ = *n;
+  if (auto n = settingNumber(settings, "shards", 1, kChannelMaxShards)) shards_ = static_cast<int>(*n);
+}
+
+int ChannelsApp::shardOf(std::string_view userId, int shards) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (char c : userId) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  return static_cast<int>(h % static_cast<uint64_t>(std::max(shards, 1)));
+}
+
+std::optional<nlohmann::json> ChannelsApp::authenticate(const Request& request,
+                                                        std::string* error) const {
+  std::optional<std::string> token;
+  if (auto header = request.header("authorization")) {
+    std::string_view value = trim(*header);
+    if (value.size() > 7 && lowercase(value.substr(0, 7)) == "bearer ") {
+      token = std::string(trim(value.substr(7)));
+    }
+  }
+  if (!token) token = request.queryParam("token");
+  if (!token || token->empty()) {
+    *error = "missing token (Authorization: Bearer <JWT> or ?token=<JWT>)";
+    return std::nullopt;
+  }
+  std::optional<std::string> payload = verifyJwtHs256(*token, jwtSecret_, clock_.now(), error);
+  if (!payload) return std::nullopt;
+  json claims = json::parse(*payload, nullptr, false);
+  if (!claims.is_object()) {
+    *error = "the token payload is not a JSON object";
+    return std::nullopt;
+  }
+  std::string userId;
+  for (const char* key : {"userId", "sub"}) {
+    auto it = claims.find(key);
+    if (it == claims.end()) continue;
+    if (it->is_string()) userId = it->get<std::string>();
+    if (it->is_number_integer()) userId = std::to_string(it->get<int64_t>());
+    if (!userId.empty()) break;
+  }
+  if (userId.empty() || userId.size() > 200) {
+    *error = "the token needs a userId (or sub) claim of 1 to 200 characters";
+    return std::nullopt;
+  }
+  std::string username = userId;
+  if (auto it = claims.find("username"); it != claims.end() && !it->is_null()) {
+    if (!it->is_string() || it->get_ref<const std::string&>().size() > 200) {
+      *error = "username must be a string of at most 200 characters";
+      return std::nullopt;
+    }
+    if (!it->get_ref<const std::string&>().empty()) username = it->get<std::string>();
+  }
+  json permissions = json::array();
+  if (auto it = claims.find("permissions"); it != claims.end() && !it->is_null()) {
+    if (!it->is_array() || it->size() > 64) {
+      *error = "permissions must be an array of at most 64 strings";
+      return std::nullopt;
+    }
+    for (const json& p : *it) {
+      if (!p.is_string() || p.get_ref<const std::string&>().size() > 64) {
+        *error = "permissions must be an array of strings of at most 64 characters";
+        return std::nullopt;
+      }
+      permissions.push_back(p);
+    }
+  }
+  return json{{"userId", userId}, {"username", username}, {"permissions", permissions}};
+}
+
+Route ChannelsApp::route(Request& request) {
+  // Only the router (and objects among themselves) may set these.
+  std::vector<std::string> own;
+  for (const auto& [name, value] : request.headers()) {
+    if (name.starts_with("x-channel-")) own.push_back(name);
+  }
+  for (const std::string& name : own) request.removeHeader(name);
+
+  const std::string& path = request.path();
+  if (path == "/" || path == "/index.html") {
+    if (request.method() != "GET" && request.method() != "HEAD") {
+      return Route::respond(jsonError(405, "method not allowed"));
+    }
+    Response page(200, kChannelsDemoPage, "text/html; charset=utf-8");
+    page.setHeader("cache-control", "no-store");
+    return Route::respond(std::move(page));
+  }
+  if (path == "/health") return Route::respond(Response::json(200, R"({"ok":true})"));
+
+  // /channel/{channelId}/websocket and /channel/{channelId}/messages; nothing else.
+  constexpr std::string_view kPrefix = "/channel/";
+  if (!path.starts_with(kPrefix)) return Route::respond(jsonError(404, "not found"));
+  std::string_view rest = std::string_view(path).substr(kPrefix.size());
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return Route::respond(jsonError(404, "not found"));
+  std::string_view channelId = rest.substr(0, slash);
+  std::string_view action = rest.substr(slash + 1);
+  if (action != "websocket" && action != "messages") {
+    return Route::respond(jsonError(404, "not found"));
+  }
+  if (!validChannelId(channelId)) {
+    return Route::respond(jsonError(
+        400, "a channel id has 1 to 128 characters: letters, digits and - _ . : @ ~"));
+  }
+  if (action == "websocket" && !request.isWebSocketUpgrade()) {
+    Response r = jsonError(426, "expected a WebSocket upgrade");
+    r.setHeader("upgrade", "websocket");
+    return Route::respond(std::move(r));
+  }
+  if (action == "messages" && (request.isWebSocketUpgrade() || request.method() != "GET")) {
+    Response r = jsonError(405, "method not allowed");
+    r.setHeader("allow", "GET");
+    return Route::respond(std::move(r));
+  }
+  if (jwtSecret_.empty()) return Route::respond(jsonError(503, "JWT_SECRET is not configured"));
+  std::string error;
+  std::optional<json> identity = authenticate(request, &error);
+  if (!identity) return Route::respond(unauthorized(error));
+
+  request.setHeader(kChannelUserHeader, dump(*identity));
+  request.setHeader(kChannelMaxConnectionsHeader, std::to_string(maxConnections_));
+  std::string name(channelId);
+  if (action == "websocket" && shards_ > 1) {
+    name += "#" + std::to_string(shardOf((*identity)["userId"].get<std::string>(), shards_));
+  }
+  return Route::toName(kChannelClass, name);
+}
+
+void registerChannels(Registry& registry) {
+  registry.addClass<ChannelWebSocket>(kChannelClass);
+  registry.addApp({"channels", "127.0.0.1:8789", [](const AppSettings& settings) {
+                     return std::make_unique<ChannelsApp>(settings);
+                   }});
+}
 
 }  // namespace dohost::objects

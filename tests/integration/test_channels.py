@@ -1,1 +1,767 @@
-"""Integration tests (filled in as the feature lands)."""
+"""Chat channels (seed 004) against the real dohost binary: JWT auth, the connection limit,
+initial_state, join/leave notices, typing and presence, errors, persistence with replay
+(sync and GET /messages), eviction, restarts, SIGKILL during a burst, and sharded channels.
+The protocol is in docs/apps/channels.md."""
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import time
+import unittest
+
+import websockets
+
+from harness import (JWT_SECRET, Host, make_jwt, metric, no_message, quote, recv_json,
+                     recv_until)
+
+CLASS = "ChannelWebSocket"
+RW = ("read", "write")
+_names = itertools.count(1)
+
+
+def new_channel(prefix="room"):
+    """A channel id no other test uses (tests of a class share a host)."""
+    return f"{prefix}-{next(_names)}-{os.getpid()}"
+
+
+def token(user, perms=RW, username=None, **claims):
+    payload = {"userId": user, "username": username or user.upper(), "permissions": list(perms)}
+    payload.update(claims)
+    return make_jwt(payload)
+
+
+def bearer(user, perms=RW, **claims):
+    return {"Authorization": f"Bearer {token(user, perms, **claims)}"}
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_with(header, payload, secret=JWT_SECRET, digest=hashlib.sha256):
+    signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    sig = b64(hmac.new(secret.encode(), signing.encode(), digest).digest())
+    return f"{signing}.{sig}"
+
+
+def upgrade_headers(extra=None):
+    h = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+         "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    h.update(extra or {})
+    return h
+
+
+def fnv1a(text):
+    h = 1469598103934665603
+    for b in text.encode():
+        h ^= b
+        h = (h * 1099511628211) % (1 << 64)
+    return h
+
+
+def shard_of(user, shards):
+    return fnv1a(user) % shards
+
+
+def ws_path(channel, tok=None):
+    path = f"/channel/{channel}/websocket"
+    return path + (f"?token={quote(tok)}" if tok else "")
+
+
+async def join(host, channel, user, perms=RW, username=None):
+    """Connects `user` and returns (socket, initial_state)."""
+    ws = await host.connect("channels", ws_path(channel),
+                            headers={"Authorization": f"Bearer {token(user, perms, username)}"})
+    first = await recv_json(ws)
+    assert first["type"] == "initial_state", first
+    return ws, first
+
+
+async def next_of(ws, kind, timeout=5):
+    return await recv_until(ws, lambda m: m.get("type") == kind, timeout)
+
+
+async def say(ws, content, **extra):
+    await ws.send(json.dumps({"type": "message", "content": content, **extra}))
+
+
+async def collect_messages(ws, count, timeout=10):
+    """The next `count` chat messages on `ws` (other frames are skipped)."""
+    out = []
+    while len(out) < count:
+        m = await next_of(ws, "message", timeout)
+        out.append(m["message"])
+    return out
+
+
+async def sync_all(ws, after):
+    """Sends one sync and gathers its pages; returns (messages, final page)."""
+    await ws.send(json.dumps({"type": "sync", "afterMessageId": after}))
+    messages, pages = [], []
+    while True:
+        page = await next_of(ws, "sync")
+        pages.append(page)
+        messages += page["messages"]
+        if page["done"]:
+            return messages, pages
+
+
+def history(host, channel, tok=None, after=None, limit=None):
+    """GET /messages as (status, body json)."""
+    params = []
+    if after is not None:
+        params.append(f"after={after}")
+    if limit is not None:
+        params.append(f"limit={limit}")
+    path = f"/channel/{channel}/messages" + ("?" + "&".join(params) if params else "")
+    headers = {"Authorization": f"Bearer {tok or token('reader', ('read',))}"}
+    status, _, body = host.http("GET", "channels", path, headers=headers)
+    return status, (json.loads(body) if body else None)
+
+
+def full_history(host, channel):
+    out, after = [], 0
+    while True:
+        status, body = history(host, channel, after=after, limit=1000)
+        assert status == 200, (status, body)
+        out += body["messages"]
+        if not body["hasMore"]:
+            return out
+        after = body["lastMessageId"]
+
+
+class ChannelTestCase(unittest.IsolatedAsyncioTestCase):
+    """One host for the whole class; each test uses its own channels."""
+    host_env = {}
+    idle_evict = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.host = Host(apps=("channels",), env=cls.host_env, idle_evict=cls.idle_evict).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.host.close()
+
+
+class AuthTests(ChannelTestCase):
+    async def test_missing_and_invalid_tokens_are_refused_with_401(self):
+        channel = new_channel()
+        now = int(time.time())
+        good = {"userId": "u1", "permissions": ["write"]}
+        bad = [
+            None,
+            "not-a-token",
+            make_jwt(good, secret="another-secret"),
+            make_jwt(good, alg="none"),
+            jwt_with({"alg": "HS512", "typ": "JWT"}, good, digest=hashlib.sha512),
+            make_jwt({**good, "exp": now - 60}),
+            make_jwt({**good, "nbf": now + 3600}),
+            make_jwt({"username": "nobody"}),                   # no userId, no sub
+            make_jwt({"userId": "u1", "permissions": "write"}),  # not an array
+        ]
+        for tok in bad:
+            with self.subTest(tok=tok):
+                headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+                status, hdrs, body = self.host.http("GET", "channels", ws_path(channel),
+                                                    headers=upgrade_headers(headers))
+                self.assertEqual(status, 401)
+                self.assertEqual(json.loads(body)["error"], "Unauthorized")
+                self.assertIn("reason", json.loads(body))
+                with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
+                    await self.host.connect("channels", ws_path(channel), headers=headers)
+                self.assertEqual(cm.exception.status_code, 401)
+                status, _, body = self.host.http("GET", "channels",
+                                                 f"/channel/{channel}/messages", headers=headers)
+                self.assertEqual(status, 401)
+
+    async def test_token_in_query_and_sub_claim_and_numeric_user_are_accepted(self):
+        channel = new_channel()
+        ws = await self.host.connect("channels", ws_path(channel, token("q1")))
+        self.assertEqual((await recv_json(ws))["type"], "initial_state")
+        await ws.close()
+        sub = make_jwt({"sub": "subject-7", "username": "Seven", "permissions": ["write"]})
+        ws = await self.host.connect("channels", ws_path(channel, sub))
+        init = await recv_json(ws)
+        self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["subject-7"])
+        await say(ws, "from sub")
+        msg = (await next_of(ws, "message"))["message"]
+        self.assertEqual((msg["userId"], msg["username"]), ("subject-7", "Seven"))
+        await ws.close()
+        numeric = make_jwt({"userId": 42, "exp": int(time.time()) + 600})
+        ws = await self.host.connect("channels", ws_path(channel, numeric))
+        init = await recv_json(ws)
+        self.assertEqual(init["onlineUsers"][0], {"userId": "42", "username": "42",
+                                                  "joinedAt": init["onlineUsers"][0]["joinedAt"]})
+        await ws.close()
+
+    async def test_routes_other_than_the_channel_routes_are_refused(self):
+        channel = new_channel()
+        auth = bearer("u1")
+        for path, status in [(f"/channel/{channel}/internal/post", 404),
+                             (f"/internal/post", 404),
+                             (f"/internal/deliver", 404),
+                             (f"/channel/{channel}", 404),
+                             (f"/channel/{channel}/websocket/x", 404),
+                             ("/channel/bad%2Fid/messages", 404),
+                             ("/channel/bad%23id/messages", 400),
+                             ("/channel/bad id/messages", 400),
+                             (f"/channel/{channel}/websocket", 426)]:
+            with self.subTest(path=path):
+                got, _, _ = self.host.http("GET", "channels", path.replace(" ", "%20"),
+                                           headers=auth)
+                self.assertEqual(got, status)
+        got, _, _ = self.host.http("POST", "channels", f"/channel/{channel}/messages", body="{}",
+                                   headers=auth)
+        self.assertEqual(got, 405)
+        got, _, _ = self.host.http("POST", "channels", "/internal/post", body="{}",
+                                   headers={**auth, "x-channel-internal": "1"})
+        self.assertEqual(got, 404)
+        got, hdrs, body = self.host.http("GET", "channels", "/")
+        self.assertEqual(got, 200)
+        self.assertTrue(hdrs["content-type"].startswith("text/html"))
+        self.assertIn(b"<html", body)
+
+    async def test_client_supplied_identity_headers_are_ignored(self):
+        channel = new_channel()
+        forged = json.dumps({"userId": "admin", "username": "Admin", "permissions": ["write"]})
+        ws = await self.host.connect("channels", ws_path(channel), headers={
+            **bearer("reader", ("read",)), "X-Channel-User": forged,
+            "x-channel-max-connections": "0"})
+        init = await recv_json(ws)
+        self.assertEqual(init["onlineUsers"][0]["userId"], "reader")
+        await say(ws, "forged?")
+        self.assertEqual(await next_of(ws, "error"),
+                         {"type": "error", "message": "No write permission"})
+        await ws.close()
+        # Without a token the forged header gets nothing.
+        status, _, _ = self.host.http("GET", "channels", ws_path(channel),
+                                      headers=upgrade_headers({"x-channel-user": forged}))
+        self.assertEqual(status, 401)
+
+
+class ProtocolTests(ChannelTestCase):
+    async def test_initial_state_has_the_last_50_messages_oldest_first_and_online_users(self):
+        channel = new_channel()
+        a, init = await join(self.host, channel, "alice", username="Alice")
+        self.assertEqual(init["messages"], [])
+        self.assertEqual(init["lastMessageId"], 0)
+        self.assertEqual(init["channelId"], channel)
+        self.assertEqual([(u["userId"], u["username"]) for u in init["onlineUsers"]],
+                         [("alice", "Alice")])
+        for i in range(60):
+            await say(a, f"m{i}", **({"threadId": "t1"} if i == 59 else {}))
+        sent = await collect_messages(a, 60)
+        self.assertEqual([m["id"] for m in sent], list(range(1, 61)))
+        b, init = await join(self.host, channel, "bob", ("read",), username="Bob")
+        self.assertEqual([m["content"] for m in init["messages"]], [f"m{i}" for i in range(10, 60)])
+        self.assertEqual(init["messages"], sent[10:])
+        self.assertEqual(init["messages"][-1]["threadId"], "t1")
+        self.assertNotIn("threadId", init["messages"][0])
+        self.assertEqual(init["lastMessageId"], 60)
+        self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice", "bob"])
+        for u in init["onlineUsers"]:
+            self.assertIsInstance(u["joinedAt"], int)
+        await a.close()
+        await b.close()
+
+    async def test_a_message_is_stored_and_sent_to_every_socket_including_the_sender(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        b, _ = await join(self.host, channel, "bob")
+        b2, _ = await join(self.host, channel, "bob")  # a second tab
+        before = time.time() * 1000
+        await say(a, "hello", threadId=7)
+        got = [(await next_of(ws, "message"))["message"] for ws in (a, b, b2)]
+        self.assertEqual(got[0], got[1])
+        self.assertEqual(got[0], got[2])
+        m = got[0]
+        self.assertEqual({k: m[k] for k in ("id", "channelId", "userId", "username", "content",
+                                            "threadId")},
+                         {"id": 1, "channelId": channel, "userId": "alice", "username": "ALICE",
+                          "content": "hello", "threadId": 7})
+        self.assertGreaterEqual(m["timestamp"], before - 5000)
+        self.assertEqual(full_history(self.host, channel), [m])
+        for ws in (a, b, b2):
+            self.assertTrue(await no_message(ws, 0.2))
+        for ws in (a, b, b2):
+            await ws.close()
+
+    async def test_message_needs_the_write_permission(self):
+        channel = new_channel()
+        reader, _ = await join(self.host, channel, "reader", ("read",))
+        writer, _ = await join(self.host, channel, "writer")
+        await say(reader, "can I?")
+        self.assertEqual(await next_of(reader, "error"),
+                         {"type": "error", "message": "No write permission"})
+        nobody, _ = await join(self.host, channel, "nobody", ())
+        await say(nobody, "and me?")
+        self.assertEqual((await next_of(nobody, "error"))["message"], "No write permission")
+        # Nothing was stored or broadcast: the next message is id 1.
+        await say(writer, "I can")
+        self.assertEqual((await next_of(reader, "message"))["message"]["id"], 1)
+        self.assertEqual([m["content"] for m in full_history(self.host, channel)], ["I can"])
+        for ws in (reader, writer, nobody):
+            await ws.close()
+
+    async def test_join_and_leave_notices_go_to_the_others_once_per_user(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        b1, init = await join(self.host, channel, "bob", username="Bob")
+        joined = await next_of(a, "user_connected")
+        self.assertEqual((joined["userId"], joined["username"]), ("bob", "Bob"))
+        self.assertIsInstance(joined["joinedAt"], int)
+        self.assertTrue(await no_message(b1, 0.2))  # not to the joiner itself
+        b2, init = await join(self.host, channel, "bob", username="Bob")
+        self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice", "bob"])
+        self.assertTrue(await no_message(a, 0.3))  # bob was already online
+        await b1.close()
+        self.assertTrue(await no_message(a, 0.3))  # bob still has a socket
+        await b2.close()
+        self.assertEqual(await next_of(a, "user_disconnected"),
+                         {"type": "user_disconnected", "userId": "bob", "username": "Bob"})
+        c, init = await join(self.host, channel, "carol")
+        self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice", "carol"])
+        await c.close()
+        await a.close()
+
+    async def test_typing_goes_to_the_others_and_presence_is_kept(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        b, _ = await join(self.host, channel, "bob")
+        await next_of(a, "user_connected")
+        await b.send(json.dumps({"type": "typing", "isTyping": True}))
+        self.assertEqual(await next_of(a, "typing"), {"type": "typing", "userId": "bob",
+                                                      "username": "BOB", "isTyping": True})
+        await b.send(json.dumps({"type": "typing", "isTyping": False}))
+        self.assertFalse((await next_of(a, "typing"))["isTyping"])
+        await b.send(json.dumps({"type": "presence", "status": "away"}))
+        self.assertEqual(await next_of(a, "presence"), {"type": "presence", "userId": "bob",
+                                                        "username": "BOB", "status": "away"})
+        self.assertTrue(await no_message(b, 0.3))  # the sender gets neither back
+        c, init = await join(self.host, channel, "carol")
+        self.assertEqual({u["userId"]: u.get("status") for u in init["onlineUsers"]},
+                         {"alice": None, "bob": "away", "carol": None})
+        self.assertEqual(init["messages"], [])  # typing and presence are not stored
+        self.assertEqual(full_history(self.host, channel), [])
+        for ws in (a, b, c):
+            await ws.close()
+
+    async def test_bad_frames_get_the_seeds_error_messages(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        cases = [
+            ("not json", "Invalid message format"),
+            ("[1,2]", "Invalid message format"),
+            ('"message"', "Invalid message format"),
+            ('{"type":"dance"}', "Unknown message type"),
+            ('{"content":"no type"}', "Unknown message type"),
+            ('{"type":"message"}', "Invalid message format"),
+            ('{"type":"message","content":""}', "Invalid message format"),
+            ('{"type":"message","content":42}', "Invalid message format"),
+            ('{"type":"message","content":"x","threadId":{"a":1}}', "Invalid message format"),
+            (json.dumps({"type": "message", "content": "x" * 4001}), "Message too long"),
+            ('{"type":"typing","isTyping":"yes"}', "Invalid message format"),
+            ('{"type":"presence"}', "Invalid message format"),
+            ('{"type":"sync","afterMessageId":-1}', "Invalid message format"),
+            ('{"type":"sync","afterMessageId":"abc"}', "Invalid message format"),
+        ]
+        for frame, error in cases:
+            with self.subTest(frame=frame[:40]):
+                await a.send(frame)
+                self.assertEqual(await recv_json(a), {"type": "error", "message": error})
+        await a.send(b"\x00binary")
+        self.assertEqual(await recv_json(a), {"type": "error", "message": "Invalid message format"})
+        await a.send('{"type":"ping"}')
+        self.assertEqual(await recv_json(a), {"type": "pong"})
+        # The socket still works and nothing was stored.
+        await say(a, "x" * 4000)
+        self.assertEqual((await next_of(a, "message"))["message"]["id"], 1)
+        await a.close()
+
+    async def test_sync_returns_every_missed_message_in_order_in_pages(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        b, _ = await join(self.host, channel, "bob")
+        await say(a, "before")
+        seen = (await next_of(b, "message"))["message"]["id"]
+        await b.close()
+        for i in range(5):
+            await say(a, f"missed {i}")
+        missed = await collect_messages(a, 6)
+        missed = missed[1:]
+        b, init = await join(self.host, channel, "bob")
+        got, pages = await sync_all(b, seen)
+        self.assertEqual(got, missed)
+        self.assertEqual(len(pages), 1)
+        self.assertEqual((pages[0]["afterMessageId"], pages[0]["hasMore"]), (seen, False))
+        # Nothing missed: one empty page. A string id works too.
+        got, pages = await sync_all(b, str(missed[-1]["id"]))
+        self.assertEqual((got, len(pages), pages[0]["hasMore"]), ([], 1, False))
+        # 250 messages come as pages of 100, 100, 50.
+        for i in range(244):
+            await say(a, f"bulk {i}")
+        await collect_messages(a, 244)
+        got, pages = await sync_all(b, 0)
+        self.assertEqual([len(p["messages"]) for p in pages], [100, 100, 50])
+        self.assertEqual([p["page"] for p in pages], [0, 1, 2])
+        self.assertEqual([p["hasMore"] for p in pages], [True, True, False])
+        self.assertEqual([m["id"] for m in got], list(range(1, 251)))
+        self.assertEqual(got, full_history(self.host, channel))
+        await a.close()
+        await b.close()
+
+    async def test_sync_stops_after_1000_messages_and_says_there_is_more(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        for i in range(1003):
+            await say(a, f"n{i}")
+        await collect_messages(a, 1003, timeout=30)
+        got, pages = await sync_all(a, 0)
+        self.assertEqual(len(got), 1000)
+        self.assertEqual(len(pages), 10)
+        self.assertTrue(pages[-1]["hasMore"])
+        rest, pages = await sync_all(a, got[-1]["id"])
+        self.assertEqual([m["id"] for m in rest], [1001, 1002, 1003])
+        self.assertFalse(pages[-1]["hasMore"])
+        await a.close()
+
+    async def test_messages_endpoint_pages_the_history_and_checks_its_input(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        for i in range(7):
+            await say(a, f"h{i}")
+        sent = await collect_messages(a, 7)
+        status, body = history(self.host, channel)
+        self.assertEqual(status, 200)
+        self.assertEqual(body, {"channelId": channel, "afterMessageId": 0, "messages": sent,
+                                "hasMore": False, "lastMessageId": 7})
+        status, body = history(self.host, channel, after=2, limit=3)
+        self.assertEqual([m["id"] for m in body["messages"]], [3, 4, 5])
+        self.assertEqual((body["hasMore"], body["lastMessageId"]), (True, 5))
+        status, body = history(self.host, channel, after=5, limit=3)
+        self.assertEqual(([m["id"] for m in body["messages"]], body["hasMore"]), ([6, 7], False))
+        status, body = history(self.host, channel, after=7)
+        self.assertEqual((body["messages"], body["lastMessageId"]), ([], 7))
+        status, body = history(self.host, new_channel())  # an unknown channel is just empty
+        self.assertEqual((status, body["messages"]), (200, []))
+        for bad in ({"after": "x"}, {"after": -1}, {"limit": 0}, {"limit": 1001},
+                    {"limit": "ten"}):
+            with self.subTest(bad=bad):
+                status, body = history(self.host, channel, **bad)
+                self.assertEqual(status, 400)
+        # The same token forms as the socket.
+        tok = token("reader", ("read",))
+        status, _, body = self.host.http("GET", "channels",
+                                         f"/channel/{channel}/messages?token={quote(tok)}")
+        self.assertEqual((status, len(json.loads(body)["messages"])), (200, 7))
+        status, _, _ = self.host.http("GET", "channels", f"/channel/{channel}/messages")
+        self.assertEqual(status, 401)
+        await a.close()
+
+    async def test_eviction_in_the_middle_of_a_conversation_loses_nothing(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        b, _ = await join(self.host, channel, "bob", ("read",))
+        await next_of(a, "user_connected")
+        await say(a, "one")
+        await collect_messages(b, 1)
+        m0 = self.host.metrics()
+        for round_ in range(3):
+            status, _ = self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
+            self.assertEqual(status, 200)
+            status, detail = self.host.admin_json("GET", f"/objects/{CLASS}/{quote(channel)}")
+            self.assertEqual(detail["state"], "evicted")
+            # The attachments kept who is who and what they may do.
+            await say(a, f"after eviction {round_}")
+            got = (await next_of(b, "message"))["message"]
+            self.assertEqual((got["id"], got["username"]), (2 + round_, "ALICE"))
+            await say(b, "still read-only?")
+            self.assertEqual((await next_of(b, "error"))["message"], "No write permission")
+        await b.send(json.dumps({"type": "typing"}))
+        self.assertEqual((await next_of(a, "typing"))["userId"], "bob")
+        self.assertGreaterEqual(metric(self.host.metrics(), "dohost_object_rehydrations_total",
+                                       **{"class": CLASS}) -
+                                metric(m0, "dohost_object_rehydrations_total", **{"class": CLASS}),
+                                3)
+        self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
+        c, init = await join(self.host, channel, "carol")
+        self.assertEqual([m["id"] for m in init["messages"]], [1, 2, 3, 4])
+        self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice", "bob", "carol"])
+        await b.close()
+        self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
+        self.assertEqual((await next_of(a, "user_disconnected"))["userId"], "bob")
+        for ws in (a, c):
+            await ws.close()
+
+
+class IdleEvictionTests(ChannelTestCase):
+    idle_evict = 0.1
+
+    async def evicted(self, name, timeout=5):
+        """Waits until the host has evicted the idle object `name`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            status, detail = self.host.admin_json("GET", f"/objects/{CLASS}/{quote(name)}")
+            if status == 200 and detail["state"] == "evicted":
+                return
+            await asyncio.sleep(0.02)
+        self.fail(f"{name} was not evicted")
+
+    async def test_a_channel_that_hibernates_between_messages_keeps_its_order(self):
+        channel = new_channel()
+        a, _ = await join(self.host, channel, "alice")
+        b, _ = await join(self.host, channel, "bob")
+        for i in range(4):
+            await say(a if i % 2 == 0 else b, f"slow {i}")
+            got_a = (await next_of(a, "message"))["message"]
+            got_b = (await next_of(b, "message"))["message"]
+            self.assertEqual(got_a, got_b)
+            self.assertEqual(got_a["id"], i + 1)
+            await self.evicted(channel)
+        got, _ = await sync_all(b, 0)
+        self.assertEqual([x["content"] for x in got], [f"slow {i}" for i in range(4)])
+        await a.close()
+        await b.close()
+
+
+class LimitTests(ChannelTestCase):
+    host_env = {"DOHOST_CHANNELS_MAX_CONNECTIONS": "3"}
+
+    async def test_upgrades_beyond_the_limit_get_503_and_the_others_carry_on(self):
+        channel = new_channel()
+        socks = [(await join(self.host, channel, f"u{i}"))[0] for i in range(3)]
+        status, _, body = self.host.http("GET", "channels", ws_path(channel),
+                                         headers=upgrade_headers(bearer("u9")))
+        self.assertEqual((status, body), (503, b"Channel full"))
+        with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
+            await self.host.connect("channels", ws_path(channel), headers=bearer("u3"))
+        self.assertEqual(cm.exception.status_code, 503)
+        # The members are not disturbed.
+        await say(socks[0], "still here")
+        for ws in socks:
+            self.assertEqual((await next_of(ws, "message"))["message"]["content"], "still here")
+        # Another channel has its own limit.
+        other = (await join(self.host, new_channel(), "u4"))[0]
+        await other.close()
+        # A socket that leaves frees its place.
+        await socks[2].close()
+        await next_of(socks[0], "user_disconnected")
+        socks[2] = (await join(self.host, channel, "u5"))[0]
+        with self.assertRaises(websockets.exceptions.InvalidStatusCode):
+            await self.host.connect("channels", ws_path(channel), headers=bearer("u6"))
+        for ws in socks:
+            await ws.close()
+
+
+class RestartTests(unittest.IsolatedAsyncioTestCase):
+    async def test_history_survives_a_restart(self):
+        with Host(apps=("channels",)) as host:
+            channel = new_channel()
+            a, _ = await join(host, channel, "alice")
+            for i in range(12):
+                await say(a, f"r{i}", **({"threadId": "th"} if i == 3 else {}))
+            before = await collect_messages(a, 12)
+            host.restart()
+            with self.assertRaises(websockets.exceptions.ConnectionClosed):
+                for _ in range(5):
+                    await a.recv()
+            a, init = await join(host, channel, "alice")
+            self.assertEqual(init["messages"], before)
+            self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice"])
+            self.assertEqual(full_history(host, channel), before)
+            await say(a, "after restart")
+            self.assertEqual((await next_of(a, "message"))["message"]["id"], 13)
+            got, _ = await sync_all(a, 10)
+            self.assertEqual([m["id"] for m in got], [11, 12, 13])
+            await a.close()
+
+    async def test_sigkill_during_a_burst_keeps_every_message_a_client_saw(self):
+        with Host(apps=("channels",)) as host:
+            channel = new_channel()
+            sender, _ = await join(host, channel, "sender")
+            watcher, _ = await join(host, channel, "watcher", ("read",))
+            received = []
+
+            async def watch():
+                try:
+                    while True:
+                        m = json.loads(await watcher.recv())
+                        if m["type"] == "message":
+                            received.append(m["message"])
+                except websockets.exceptions.ConnectionClosed:
+                    pass
+
+            watching = asyncio.create_task(watch())
+
+            async def burst():
+                try:
+                    for i in range(2000):
+                        await say(sender, f"burst {i}")
+                        if i % 20 == 0:
+                            await asyncio.sleep(0)
+                except websockets.exceptions.ConnectionClosed:
+                    pass
+
+            bursting = asyncio.create_task(burst())
+            deadline = time.time() + 20
+            while len(received) < 100 and time.time() < deadline:
+                await asyncio.sleep(0.005)
+            self.assertGreaterEqual(len(received), 100)
+            host.kill()
+            await asyncio.wait_for(watching, 10)
+            await asyncio.wait_for(bursting, 10)
+            host.start()
+            stored = {m["id"]: m for m in full_history(host, channel)}
+            self.assertGreaterEqual(len(stored), len(received))
+            for m in received:
+                self.assertEqual(stored.get(m["id"]), m)
+            # The history is one gap-free sequence, and new messages continue it.
+            self.assertEqual(sorted(stored), list(range(1, len(stored) + 1)))
+            a, init = await join(host, channel, "sender")
+            await say(a, "after the crash")
+            self.assertEqual((await next_of(a, "message"))["message"]["id"], len(stored) + 1)
+            await a.close()
+
+
+class ShardedTests(ChannelTestCase):
+    host_env = {"DOHOST_CHANNELS_SHARDS": "4", "DOHOST_CHANNELS_MAX_CONNECTIONS": "12"}
+
+    def users_on_distinct_shards(self, count, shards=4):
+        """`count` user ids covering at least min(count, shards) shards."""
+        users, covered = [], set()
+        for i in range(1000):
+            u = f"s{i}"
+            k = shard_of(u, shards)
+            if k not in covered or len(covered) == shards:
+                users.append(u)
+                covered.add(k)
+            if len(users) == count:
+                return users
+        raise AssertionError("no users")
+
+    async def test_every_member_gets_every_message_once_in_channel_order(self):
+        channel = new_channel("big")
+        users = self.users_on_distinct_shards(8)
+        self.assertEqual(len({shard_of(u, 4) for u in users}), 4)
+        socks = {}
+        for u in users:
+            socks[u], init = await join(self.host, channel, u)
+        self.assertEqual(sorted(x["userId"] for x in init["onlineUsers"]), sorted(users))
+        per_user = 15
+
+        async def send_all(u):
+            for i in range(per_user):
+                await say(socks[u], f"{u}:{i}")
+
+        await asyncio.gather(*(send_all(u) for u in users))
+        total = per_user * len(users)
+        got = {}
+        for u in users:
+            got[u] = await collect_messages(socks[u], total, timeout=20)
+        first = got[users[0]]
+        self.assertEqual([m["id"] for m in first], list(range(1, total + 1)))
+        for u in users:
+            self.assertEqual(got[u], first)  # exactly once, in the same order for everybody
+        # Each sender's own messages keep the order they were sent in.
+        for u in users:
+            mine = [m["content"] for m in first if m["userId"] == u]
+            self.assertEqual(mine, [f"{u}:{i}" for i in range(per_user)])
+        self.assertEqual(full_history(self.host, channel), first)
+        # Nothing more arrives: no duplicates trailing behind.
+        for u in users:
+            extra = []
+            try:
+                while True:
+                    m = json.loads(await asyncio.wait_for(socks[u].recv(), 0.2))
+                    if m["type"] == "message":
+                        extra.append(m)
+            except asyncio.TimeoutError:
+                pass
+            self.assertEqual(extra, [])
+        # The sockets live on the shard objects, the history on the channel object.
+        status, objects = self.host.admin_json("GET", f"/objects?class={CLASS}")
+        names = {o.get("name") for o in objects}
+        self.assertTrue({f"{channel}#{k}" for k in range(4)} <= names, names)
+        for ws in socks.values():
+            await ws.close()
+
+    async def test_notices_typing_presence_and_sync_cross_shards(self):
+        channel = new_channel("xs")
+        a_user, b_user, c_user = [u for u in self.users_on_distinct_shards(3)]
+        self.assertEqual(len({shard_of(u, 4) for u in (a_user, b_user, c_user)}), 3)
+        a, init = await join(self.host, channel, a_user)
+        b, init = await join(self.host, channel, b_user)
+        self.assertEqual([u["userId"] for u in init["onlineUsers"]], [a_user, b_user])
+        self.assertEqual((await next_of(a, "user_connected"))["userId"], b_user)
+        await b.send(json.dumps({"type": "typing", "isTyping": True}))
+        self.assertEqual((await next_of(a, "typing"))["userId"], b_user)
+        await b.send(json.dumps({"type": "presence", "status": "busy"}))
+        self.assertEqual((await next_of(a, "presence"))["status"], "busy")
+        self.assertTrue(await no_message(b, 0.3))
+        c, init = await join(self.host, channel, c_user)
+        self.assertEqual({u["userId"]: u.get("status") for u in init["onlineUsers"]},
+                         {a_user: None, b_user: "busy", c_user: None})
+        await say(a, "hi from a")
+        for ws in (a, b, c):
+            self.assertEqual((await next_of(ws, "message"))["message"]["content"], "hi from a")
+        await b.close()
+        for ws in (a, c):
+            self.assertEqual((await next_of(ws, "user_disconnected"))["userId"], b_user)
+        for i in range(3):
+            await say(c, f"while b was away {i}")
+        await collect_messages(a, 3)
+        b, init = await join(self.host, channel, b_user)
+        got, pages = await sync_all(b, 1)
+        self.assertEqual([m["content"] for m in got], [f"while b was away {i}" for i in range(3)])
+        self.assertEqual(init["messages"], full_history(self.host, channel))
+        # A read-only member of a shard cannot write either.
+        r, _ = await join(self.host, channel, "sreader", ("read",))
+        await say(r, "nope")
+        self.assertEqual((await next_of(r, "error"))["message"], "No write permission")
+        await r.send("garbage")
+        self.assertEqual((await next_of(r, "error"))["message"], "Invalid message format")
+        for ws in (a, b, c, r):
+            await ws.close()
+
+    async def test_shards_evicted_mid_conversation_still_deliver_in_order(self):
+        channel = new_channel("ev")
+        users = self.users_on_distinct_shards(4)
+        socks = [(await join(self.host, channel, u))[0] for u in users]
+        sent = 0
+        for round_ in range(3):
+            for k in range(4):
+                self.host.admin_json("POST", f"/objects/{CLASS}/{quote(f'{channel}#{k}')}/evict")
+            self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
+            for ws in socks:
+                await say(ws, f"round {round_}")
+            sent += len(socks)
+        got = [await collect_messages(ws, sent) for ws in socks]
+        for g in got[1:]:
+            self.assertEqual(g, got[0])
+        # Joins are not in the message stream; ids are consecutive.
+        self.assertEqual([m["id"] for m in got[0]], list(range(1, sent + 1)))
+        for ws in socks:
+            await ws.close()
+
+    async def test_the_connection_limit_counts_the_whole_channel(self):
+        channel = new_channel("lim")
+        users = self.users_on_distinct_shards(13)
+        socks = []
+        for u in users[:12]:
+            socks.append((await join(self.host, channel, u))[0])
+        with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
+            await self.host.connect("channels", ws_path(channel), headers=bearer(users[12]))
+        self.assertEqual(cm.exception.status_code, 503)
+        await say(socks[0], "full house")
+        for ws in socks:
+            self.assertEqual((await next_of(ws, "message"))["message"]["content"], "full house")
+        for ws in socks:
+            await ws.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
