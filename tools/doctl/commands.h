@@ -1,0 +1,42 @@
+// doctl's commands. Each returns the exit code or throws CliError; main.cc parses the command
+// line and calls one of them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "format.h"
+
+namespace doctl {
+
+// --- offline: on the data folder (offline.cc) ------------------------------------------
+int runLs(const GlobalOptions& options, const std::optional<std::string>& className);
+int runShow(const GlobalOptions& options, const std::string& className,
+            const std::string& object);
+int runKv(const GlobalOptions& options, const std::string& className, const std::string& object,
+          const std::optional<std::string>& prefix);
+int runSql(const GlobalOptions& options, const std::string& className, const std::string& object,
+           const std::string& sql);
+
+// --- history of a channel (history.cc) -------------------------------------------------
+struct HistoryOptions {
+  std::string channel;
+  std::optional<int64_t> after;    // message ids greater than this
+  std::optional<int64_t> sinceMs;  // messages with timestamp >= this
+  std::optional<int64_t> limit;    // at most this many messages in all (with follow, too)
+  bool follow = false;
+  int pollMs = 200;
+};
+int runHistory(const GlobalOptions& options, const HistoryOptions& history);
+
+// --- online: through the admin API (admin.cc) ------------------------------------------
+int runObjects(const GlobalOptions& options, const std::optional<std::string>& className);
+int runSockets(const GlobalOptions& options, const std::string& className,
+               const std::string& object);
+int runEvict(const GlobalOptions& options, const std::string& className,
+             const std::string& object);
+int runAlarm(const GlobalOptions& options, const std::string& className,
+             const std::string& object);
+
+}  // namespace doctl
