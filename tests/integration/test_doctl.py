@@ -511,7 +511,7 @@ class OnlineTests(DoctlCase):
             self.assertEqual(mine[0]["sockets"], 1)
             table = self.admin_ok("objects", "Broadcaster")
             self.assertEqual(table.splitlines()[0].split(),
-                             ["CLASS", "NAME", "ID", "STATE", "SOCKETS", "ALARM", "SIZE"])
+                             ["CLASS", "NAME", "ID", "STATE", "SOCKETS", "SIZE", "ALARM"])
             row = next(line for line in table.splitlines() if "online-p" in line)
             self.assertEqual(row.split()[:2], ["Broadcaster", "online-p"])
             self.assertIn(mine[0]["id"][:16], row)

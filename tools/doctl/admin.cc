@@ -48,12 +48,13 @@ std::string text(const json& j, const char* key, const std::string& missing = "-
   return it->dump();
 }
 
-std::string alarmText(const json& j, int64_t now) {
+// The alarm as a table shows it (to the second) or, with `now`, as `show` does.
+std::string alarmText(const json& j, std::optional<int64_t> now) {
   auto it = j.find("alarm");
   std::string out = "-";
   if (it != j.end() && it->is_number_integer()) {
     int64_t ms = it->get<int64_t>();
-    out = formatTime(ms) + " (" + formatRelative(ms, now) + ")";
+    out = now ? formatTime(ms) + " (" + formatRelative(ms, *now) + ")" : formatTimeShort(ms);
   }
   if (auto f = j.find("alarmFailed"); f != j.end() && f->is_object()) {
     std::string failed = fmt::format("FAILED after {} retries", f->value("retries", 0));
@@ -78,11 +79,10 @@ int runObjects(const GlobalOptions& options, const std::optional<std::string>& c
     return 0;
   }
   if (!list.is_array()) throw CliError(kExitFailed, "GET /objects: expected a JSON list");
-  int64_t now = nowMs();
-  Table table({"CLASS", "NAME", "ID", "STATE", "SOCKETS", "ALARM", "SIZE"});
+  Table table({"CLASS", "NAME", "ID", "STATE", "SOCKETS", "SIZE", "ALARM"});
   for (const json& o : list) {
     table.add({text(o, "class"), text(o, "name"), shortId(text(o, "id"), options.wide),
-               text(o, "state"), text(o, "sockets", "0"), alarmText(o, now), sizeText(o)});
+               text(o, "state"), text(o, "sockets", "0"), sizeText(o), alarmText(o, std::nullopt)});
   }
   table.print();
   return 0;

@@ -18,6 +18,8 @@ constexpr int64_t kMsPerSecond = 1000;
 constexpr int64_t kMsPerMinute = 60 * kMsPerSecond;
 constexpr int64_t kMsPerHour = 60 * kMsPerMinute;
 constexpr int64_t kMsPerDay = 24 * kMsPerHour;
+// A table's last column is cut to the terminal only if at least this much of it still shows.
+constexpr size_t kMinCutWidth = 16;
 
 // The first `width` code points of `s`, with "…" as the last one when `s` was longer.
 std::string cut(const std::string& s, size_t width) {
@@ -175,7 +177,8 @@ void Table::print(std::FILE* out) const {
       bool last = i + 1 == row.size() || i + 1 == widths.size();
       if (last) {
         std::string cell = row[i];
-        if (terminal > 0) cell = cut(cell, terminal > used ? terminal - used : 1);
+        // Cut only when a useful part of the cell still fits; otherwise let the line wrap.
+        if (terminal > used + kMinCutWidth) cell = cut(cell, terminal - used);
         std::fputs(cell.c_str(), out);
       } else {
         printPadded(out, row[i], widths[i]);
@@ -192,13 +195,10 @@ void Table::print(std::FILE* out) const {
 void Fields::print(std::FILE* out) const {
   size_t width = 0;
   for (const auto& [label, value] : rows_) width = std::max(width, displayWidth(label));
-  size_t terminal = out == stdout ? terminalWidth().value_or(0) : 0;
   for (const auto& [label, value] : rows_) {
     printPadded(out, label, width);
     std::fputs("  ", out);
-    std::string shown = value;
-    if (terminal > 0) shown = cut(shown, terminal > width + 2 ? terminal - width - 2 : 1);
-    std::fputs(shown.c_str(), out);
+    std::fputs(value.c_str(), out);
     std::fputc('\n', out);
   }
 }
@@ -334,6 +334,11 @@ std::string formatTime(int64_t ms) {
   if (gmtime_r(&t, &tm) == nullptr) return std::to_string(ms);
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+}
+
+std::string formatTimeShort(int64_t ms) {
+  std::string full = formatTime(ms);
+  return full.size() == 24 ? full.substr(0, 19) + "Z" : full;
 }
 
 std::string formatRelative(int64_t ms, int64_t now) {

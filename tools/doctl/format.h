@@ -40,8 +40,9 @@ struct GlobalOptions {
   bool wide = false;  // full ids in tables
 };
 
-// A table printed with aligned columns. When stdout is a terminal, the last column is cut
-// (with "…") so that each line fits its width; piped output is never cut.
+// A table printed with aligned columns. When stdout is a terminal, the last column (values,
+// attachments: free text) is cut with "…" so that each line fits its width; piped output is
+// never cut.
 class Table {
  public:
   explicit Table(std::vector<std::string> headers) : headers_(std::move(headers)) {}
@@ -54,7 +55,8 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
-// Prints "label  value" lines with the labels aligned (the `show` layout).
+// Prints "label  value" lines with the labels aligned (the `show` layout). Values are never
+// cut: they are ids and paths people copy.
 class Fields {
  public:
   void add(std::string label, std::string value) {
@@ -85,6 +87,8 @@ std::string hexBytes(std::string_view bytes);
 int64_t nowMs();
 // "2024-05-01T12:00:00.123Z" (UTC).
 std::string formatTime(int64_t ms);
+// "2024-05-01T12:00:00Z": to the second, for tables.
+std::string formatTimeShort(int64_t ms);
 // "in 4m59s", "3s ago", "now".
 std::string formatRelative(int64_t ms, int64_t now);
 // "1.5 KiB", "512 B".

@@ -87,9 +87,9 @@ json objectJson(const ObjectInfo& info) {
   return j;
 }
 
-std::string alarmCell(const ObjectInfo& info, int64_t now) {
+std::string alarmCell(const ObjectInfo& info) {
   std::string cell = "-";
-  if (info.alarmMs) cell = formatTime(*info.alarmMs) + " (" + formatRelative(*info.alarmMs, now) + ")";
+  if (info.alarmMs) cell = formatTimeShort(*info.alarmMs);
   if (info.alarmFailure) {
     std::string failed = fmt::format("FAILED after {} retries", info.alarmFailure->retries);
     cell = info.alarmMs ? cell + ", " + failed : failed;
@@ -128,13 +128,12 @@ int runLs(const GlobalOptions& options, const std::optional<std::string>& classN
     printJson(list);
     return 0;
   }
-  int64_t now = nowMs();
   Table table({"CLASS", "NAME", "ID", "SIZE", "ALARM"});
   for (const ObjectInfo& info : infos) {
     std::string name = info.name ? cutName(*info.name) : "-";
     if (!info.readable) name = "(unreadable: " + info.error + ")";
     table.add({info.file.className, name, shortId(info.file.id, options.wide),
-               formatSize(info.fileBytes), alarmCell(info, now)});
+               formatSize(info.fileBytes), alarmCell(info)});
   }
   table.print();
   return 0;
