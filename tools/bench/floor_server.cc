@@ -4,7 +4,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,7 +23,7 @@ struct FloorConn {
   size_t slot = 0;        // index in gConns
   bool greeted = false;
   std::string rx;
-  std::deque<std::shared_ptr<FloorFrame>> backlog;  // only when a write was left buffered
+  std::vector<std::shared_ptr<FloorFrame>> backlog;  // only when a write was left buffered
 };
 
 std::vector<FloorConn*> gConns;
@@ -70,10 +69,12 @@ int floorCallback(lws* wsi, lws_callback_reasons reason, void* user, void* in, s
         c->greeted = true;
         return 0;
       }
-      while (!c->backlog.empty() && !lws_partial_buffered(wsi)) {
-        if (!writeFrame(wsi, *c->backlog.front())) return -1;
-        c->backlog.pop_front();
+      size_t done = 0;
+      while (done < c->backlog.size() && !lws_partial_buffered(wsi)) {
+        if (!writeFrame(wsi, *c->backlog[done])) return -1;
+        ++done;
       }
+      c->backlog.erase(c->backlog.begin(), c->backlog.begin() + static_cast<std::ptrdiff_t>(done));
       if (!c->backlog.empty()) lws_callback_on_writable(wsi);
       return 0;
     }
@@ -97,13 +98,14 @@ int floorCallback(lws* wsi, lws_callback_reasons reason, void* user, void* in, s
 }
 
 const lws_protocols kFloorProtocols[] = {
-    {"floor", floorCallback, sizeof(FloorConn), 4096, 0, nullptr, 0},
+    // The same receive buffer size as dohost's protocol, so memory per socket compares.
+    {"floor", floorCallback, sizeof(FloorConn), 1024, 0, nullptr, 0},
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
 
 }  // namespace
 
-int floorServerMain(int port) {
+int floorServerMain(int port, LoopKind loopKind) {
   signal(SIGPIPE, SIG_IGN);
   lws_set_log_level(LLL_ERR, nullptr);
   lws_context_creation_info info{};
@@ -112,10 +114,21 @@ int floorServerMain(int port) {
   info.protocols = kFloorProtocols;
   info.pt_serv_buf_size = 64 * 1024;
   info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+  void* loop = nullptr;
+  void* loops[1] = {nullptr};
+  if (loopKind == LoopKind::kEpoll) {
+    loop = newEpollLoop();
+    loops[0] = loop;
+    info.foreign_loops = loops;
+    info.options |= LWS_SERVER_OPTION_LIBEV;
+  }
   lws_context* context = lws_create_context(&info);
   if (context == nullptr) {
     std::fprintf(stderr, "floor server: cannot listen on 127.0.0.1:%d\n", port);
     return 2;
+  }
+  if (loop != nullptr) {
+    while (true) runLoopOnce(loop);
   }
   while (lws_service(context, 0) >= 0) {
   }

@@ -129,8 +129,9 @@ void row(const std::string& label, const std::string& a, const std::string& b = 
 }
 
 void printTable(const Json& r) {
-  std::printf("dohost-bench  %s  (%s)\n", r["date"].get<std::string>().c_str(),
-              r["machine"]["summary"].get<std::string>().c_str());
+  std::printf("dohost-bench  %s  (%s; floor on %s)\n", r["date"].get<std::string>().c_str(),
+              r["machine"]["summary"].get<std::string>().c_str(),
+              r["floorLoop"].get<std::string>().c_str());
   if (r.contains("storage")) {
     std::printf("\nStorage: the runtime in process, one object, one event per operation\n");
     row("", "median", "p99", "ops/s");
@@ -187,6 +188,12 @@ void printTable(const Json& r) {
         bytes(num(f, {"bytesPerSocketAfterTraffic"})),
         fmtRatio(num(d, {"bytesPerSocketAfterTraffic"}), num(f, {"bytesPerSocketAfterTraffic"})));
     row("VmRSS with no socket", fmtNum(num(d, {"rssBaseKiB"}), " KiB"), fmtNum(num(f, {"rssBaseKiB"}), " KiB"));
+    if (d.contains("probeNoIdleUs")) {
+      std::printf("  A message between two sockets of another, live object (dohost), median / p99:\n");
+      row("with no idle socket open", fmtUs(num(d, {"probeNoIdleUs", "median"})), fmtUs(num(d, {"probeNoIdleUs", "p99"})));
+      row("with the " + std::to_string(m["sockets"].get<size_t>()) + " idle sockets open",
+          fmtUs(num(d, {"probeWithIdleUs", "median"})), fmtUs(num(d, {"probeWithIdleUs", "p99"})));
+    }
   }
   if (r.contains("wake")) {
     std::printf("\nWake: one message, sender to one receiver, live object vs just evicted (admin API)\n");
@@ -268,6 +275,8 @@ int benchMain(int argc, char** argv) {
   cli.add_flag("--no-floor", noFloor, "do not run the floor server");
   cli.add_option("--tmp", tmp, "folder for temporary data folders (default: system temp)");
   cli.add_flag("--json", json, "print the results as JSON instead of a table");
+  std::string floorLoop = "epoll";
+  cli.add_option("--floor-loop", floorLoop, "the floor server's event loop: epoll (default) or poll (as dohost)");
   cli.add_option("--floor-server", floorPort, "(internal) run the floor server on this port")->group("");
   try {
     cli.parse(argc, argv);
@@ -275,7 +284,12 @@ int benchMain(int argc, char** argv) {
     return cli.exit(e);
   }
   raiseFileLimit();
-  if (floorPort > 0) return floorServerMain(floorPort);
+  if (floorLoop != "epoll" && floorLoop != "poll") {
+    std::fprintf(stderr, "dohost-bench: --floor-loop is epoll or poll\n");
+    return 2;
+  }
+  LoopKind floorLoopKind = floorLoop == "poll" ? LoopKind::kPoll : LoopKind::kEpoll;
+  if (floorPort > 0) return floorServerMain(floorPort, floorLoopKind);
 
   std::set<std::string> chosen;
   {
@@ -305,6 +319,7 @@ int benchMain(int argc, char** argv) {
   o.wakeSamples = wakeSamples;
   o.tempParent = tmp;
   o.floor = !noFloor;
+  o.floorLoop = floorLoop;
   o.dohostPath = dohostPath.empty()
                      ? (std::filesystem::path(o.selfPath).parent_path() / ".." / "dohost" / "dohost")
                            .lexically_normal()
@@ -332,7 +347,8 @@ int benchMain(int argc, char** argv) {
          {"date", nowIso()},
          {"machine", {{"cores", cores}, {"kernel", std::string(u.release)},
                       {"summary", std::to_string(cores) + " cores, Linux " + u.release}}},
-         {"dohost", o.externalPort ? "127.0.0.1:" + std::to_string(o.externalPort) : o.dohostPath}};
+         {"dohost", o.externalPort ? "127.0.0.1:" + std::to_string(o.externalPort) : o.dohostPath},
+         {"floorLoop", floorLoop}};
   if (chosen.count("storage")) {
     std::fprintf(stderr, "storage ...\n");
     StorageBenchOptions so;

@@ -1,5 +1,6 @@
 #include "ws_fleet.h"
 
+#include <ev.h>
 #include <libwebsockets.h>
 
 #include <cstring>
@@ -32,7 +33,17 @@ const lws_protocols kFleetProtocols[] = {
 
 }  // namespace
 
-ClientFleet::ClientFleet() : tick_(std::make_unique<Tick>()) { tick_->fleet = this; }
+void* newEpollLoop() { return ev_loop_new(EVBACKEND_EPOLL); }
+
+void runLoopOnce(void* loop) { ev_run(static_cast<struct ev_loop*>(loop), EVRUN_ONCE); }
+
+void destroyEpollLoop(void* loop) {
+  if (loop != nullptr) ev_loop_destroy(static_cast<struct ev_loop*>(loop));
+}
+
+ClientFleet::ClientFleet(LoopKind loop) : loopKind_(loop), tick_(std::make_unique<Tick>()) {
+  tick_->fleet = this;
+}
 
 ClientFleet::~ClientFleet() { close(); }
 
@@ -43,6 +54,17 @@ bool ClientFleet::open(std::string* error) {
   info.protocols = kFleetProtocols;
   info.pt_serv_buf_size = 64 * 1024;
   info.timeout_secs = 60;
+  void* loops[1] = {nullptr};
+  if (loopKind_ == LoopKind::kEpoll) {
+    loop_ = newEpollLoop();
+    if (loop_ == nullptr) {
+      *error = "cannot create an epoll loop";
+      return false;
+    }
+    loops[0] = loop_;
+    info.foreign_loops = loops;
+    info.options |= LWS_SERVER_OPTION_LIBEV;
+  }
   context_ = lws_create_context(&info);
   if (context_ == nullptr) {
     *error = "cannot create the client context";
@@ -56,6 +78,8 @@ void ClientFleet::close() {
   lws_sul_cancel(&tick_->sul);
   lws_context_destroy(context_);
   context_ = nullptr;
+  destroyEpollLoop(loop_);
+  loop_ = nullptr;
 }
 
 void ClientFleet::startOne(int port, const std::string& path) {
@@ -118,7 +142,11 @@ void ClientFleet::send(size_t i, std::string_view message) {
 
 void ClientFleet::serviceOnce() {
   lws_sul_schedule(context_, 0, &tick_->sul, onTick, kTickUs);
-  lws_service(context_, 0);
+  if (loop_ != nullptr) {
+    runLoopOnce(loop_);
+  } else {
+    lws_service(context_, 0);
+  }
 }
 
 bool ClientFleet::serveUntil(const std::function<bool()>& done, double timeoutSeconds) {

@@ -33,6 +33,18 @@ struct ClientConn {
   std::deque<std::string> out;   // messages waiting for the socket to be writable (with headroom)
 };
 
+// Which event loop a libwebsockets context of the bench runs on: lws' own poll() loop, whose
+// every turn costs time in proportion to the number of open sockets, or libev on epoll
+// (lws' libev event library with a loop the bench owns), whose turns cost by ready sockets.
+enum class LoopKind { kPoll, kEpoll };
+
+// A libev loop on epoll for a context of the bench: created before the context (pass it as
+// the context's foreign loop with LWS_SERVER_OPTION_LIBEV), run one turn at a time, destroyed
+// after the context.
+void* newEpollLoop();
+void runLoopOnce(void* loop);
+void destroyEpollLoop(void* loop);
+
 class ClientFleet {
  public:
   // Called for every complete message, with the time it was read.
@@ -40,7 +52,7 @@ class ClientFleet {
   // Called right before a queued message is written to the socket.
   using SentFn = std::function<void(ClientConn&, SteadyClock::time_point)>;
 
-  ClientFleet();
+  explicit ClientFleet(LoopKind loop = LoopKind::kEpoll);
   ~ClientFleet();
   ClientFleet(const ClientFleet&) = delete;
   ClientFleet& operator=(const ClientFleet&) = delete;
@@ -76,6 +88,8 @@ class ClientFleet {
  private:
   void startOne(int port, const std::string& path);
 
+  LoopKind loopKind_;
+  void* loop_ = nullptr;  // the libev loop (kEpoll)
   lws_context* context_ = nullptr;
   std::vector<std::unique_ptr<ClientConn>> conns_;
   size_t established_ = 0;

@@ -114,7 +114,7 @@ std::unique_ptr<Server> startFloor(const WsBenchOptions& o, std::string* error) 
   s->dir = std::make_unique<TempFolder>(o.tempParent);
   s->port = freeLoopbackPort();
   s->child = std::make_unique<ChildProcess>();
-  if (!s->child->start({o.selfPath, "--floor-server", std::to_string(s->port)},
+  if (!s->child->start({o.selfPath, "--floor-server", std::to_string(s->port), "--floor-loop", o.floorLoop},
                        s->dir->path() + "/floor.log", error)) {
     return nullptr;
   }
@@ -152,13 +152,14 @@ int64_t parseSeq(std::string_view m) {
   return any ? v : -1;
 }
 
-// Rounds of one message from connection 0 to every other connection of the fleet.
+// Rounds of one message from connection `sender` to `receivers` connections of the fleet
+// (a round is complete when that many copies arrived).
 class FanoutDriver {
  public:
-  FanoutDriver(ClientFleet& fleet, size_t receivers, size_t messageBytes)
-      : fleet_(fleet), receivers_(receivers), messageBytes_(messageBytes) {
+  FanoutDriver(ClientFleet& fleet, size_t receivers, size_t messageBytes, size_t sender = 0)
+      : fleet_(fleet), receivers_(receivers), messageBytes_(messageBytes), sender_(sender) {
     fleet_.onSent = [this](ClientConn& c, SteadyClock::time_point t) {
-      if (c.index != 0 || unsent_.empty()) return;
+      if (c.index != sender_ || unsent_.empty()) return;
       auto it = open_.find(unsent_.front());
       unsent_.pop_front();
       if (it != open_.end()) it->second.sent = t;
@@ -176,7 +177,7 @@ class FanoutDriver {
     int64_t seq = nextSeq_++;
     open_[seq] = Round{};
     unsent_.push_back(seq);
-    fleet_.send(0, makeMessage(seq, messageBytes_));
+    fleet_.send(sender_, makeMessage(seq, messageBytes_));
   }
   void topUp() {
     while (window_ > 0 && open_.size() < window_) sendOne();
@@ -212,7 +213,7 @@ class FanoutDriver {
   };
 
   void onMessage(ClientConn& c, std::string_view m, SteadyClock::time_point t) {
-    if (c.index == 0) return;  // the sender gets nothing of its own; anything else is noise
+    if (c.index == sender_) return;  // the sender gets nothing of its own; anything else is noise
     int64_t seq = parseSeq(m);
     auto it = open_.find(seq);
     if (it == open_.end()) return;
@@ -231,6 +232,7 @@ class FanoutDriver {
   ClientFleet& fleet_;
   size_t receivers_;
   size_t messageBytes_;
+  size_t sender_;
   int64_t nextSeq_ = 1;
   std::deque<int64_t> unsent_;
   std::unordered_map<int64_t, Round> open_;
@@ -426,12 +428,49 @@ Json runFanoutBench(const WsBenchOptions& o) {
 
 namespace {
 
+// A live object with two sockets, measured from its own client context (so the bench's
+// loop turns cost nothing for the other sockets): the time a message takes from one to the
+// other. Run with and without many idle sockets open on the server, it shows what every
+// idle socket adds to each turn of the server's loop.
+class Probe {
+ public:
+  bool open(Server& s, std::string* error) {
+    project_ = "bench-probe-" + uniqueSuffix();
+    return fleet_.open(error) && fleet_.connect(s.port, s.path(project_), 2, true, 30, error);
+  }
+  Json measure(int samples, size_t messageBytes, std::string* error) {
+    FanoutDriver driver(fleet_, 1, messageBytes);
+    for (int i = 0; i < samples + 10; ++i) {
+      if (i == 10) driver.clearSamples();
+      if (!driver.runRound(10)) {
+        *error = "a probe message did not arrive";
+        return nullptr;
+      }
+    }
+    return toJson(summarize(driver.lastUs()));
+  }
+
+ private:
+  ClientFleet fleet_;
+  std::string project_;
+};
+
 // N idle sockets on one object: VmRSS before and after, per socket; then once more after one
 // message went to all of them (per-socket buffers that traffic allocates).
 Json measureMemory(Server& s, size_t n, size_t messageBytes, std::string* error) {
   if (!s.pid) {
     *error = "the server's pid is unknown (pass --pid with --connect)";
     return nullptr;
+  }
+  Json out{{"server", s.kind}, {"sockets", n}};
+  // The floor sends every message to every socket: no probe there.
+  std::unique_ptr<Probe> probe;
+  if (s.kind == "dohost") {
+    probe = std::make_unique<Probe>();
+    if (!probe->open(s, error)) return nullptr;
+    Json p = probe->measure(200, messageBytes, error);
+    if (p.is_null()) return nullptr;
+    out["probeNoIdleUs"] = p;
   }
   sleepMillis(300);
   int64_t rss0 = readRssKib(s.pid);
@@ -448,21 +487,27 @@ Json measureMemory(Server& s, size_t n, size_t messageBytes, std::string* error)
   };
   int64_t rss1 = settle();
   if (rss1 < 0) return nullptr;
-  FanoutDriver driver(fleet, n - 1, messageBytes);
-  if (!driver.runRound(30)) {
-    *error = "the message did not reach every socket";
-    return nullptr;
+  if (probe) {
+    Json p = probe->measure(200, messageBytes, error);
+    if (p.is_null()) return nullptr;
+    out["probeWithIdleUs"] = p;
+  }
+  {
+    FanoutDriver driver(fleet, n - 1, messageBytes);
+    if (!driver.runRound(30)) {
+      *error = "the message did not reach every socket";
+      return nullptr;
+    }
   }
   int64_t rss2 = settle();
   if (rss2 < 0) return nullptr;
   auto perSocket = [&](int64_t rss) { return static_cast<double>(rss - rss0) * 1024.0 / static_cast<double>(n); };
-  return Json{{"server", s.kind},
-              {"sockets", n},
-              {"rssBaseKiB", rss0},
-              {"rssIdleKiB", rss1},
-              {"bytesPerSocket", perSocket(rss1)},
-              {"rssAfterTrafficKiB", rss2},
-              {"bytesPerSocketAfterTraffic", perSocket(rss2)}};
+  out["rssBaseKiB"] = rss0;
+  out["rssIdleKiB"] = rss1;
+  out["bytesPerSocket"] = perSocket(rss1);
+  out["rssAfterTrafficKiB"] = rss2;
+  out["bytesPerSocketAfterTraffic"] = perSocket(rss2);
+  return out;
 }
 
 }  // namespace
@@ -489,9 +534,10 @@ Json runMemoryBench(const WsBenchOptions& o) {
       out["floor"] = Json{{"error", error}};
     }
   }
-  std::fprintf(stderr, "  memory: dohost %.0f bytes/socket hibernated (floor %.0f)\n",
+  std::fprintf(stderr, "  memory: dohost %.0f bytes/socket hibernated (floor %.0f); probe %.0f us -> %.0f us\n",
                num(out["dohost"], "bytesPerSocket"),
-               out.contains("floor") ? num(out["floor"], "bytesPerSocket") : 0.0);
+               out.contains("floor") ? num(out["floor"], "bytesPerSocket") : 0.0,
+               num(out["dohost"], "probeNoIdleUs", "median"), num(out["dohost"], "probeWithIdleUs", "median"));
   return out;
 }
 

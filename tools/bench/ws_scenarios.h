@@ -36,6 +36,7 @@ struct WsBenchOptions {
   int externalAdminPort = 0;
   pid_t externalPid = 0;
   bool floor = true;               // run the floor next to dohost
+  std::string floorLoop = "epoll"; // its event loop: epoll or poll
 };
 
 Json runFanoutBench(const WsBenchOptions& options);
