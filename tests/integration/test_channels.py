@@ -9,6 +9,7 @@ import hmac
 import itertools
 import json
 import os
+import shutil
 import time
 import unittest
 
@@ -18,6 +19,9 @@ from harness import (JWT_SECRET, Host, make_jwt, metric, no_message, quote, recv
                      recv_until)
 
 CLASS = "ChannelWebSocket"
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHROMIUM = "/usr/bin/chromium"
+PLAYWRIGHT = os.path.join(HERE, "node", "node_modules", "playwright-core")
 RW = ("read", "write")
 _names = itertools.count(1)
 
@@ -761,6 +765,71 @@ class ShardedTests(ChannelTestCase):
             self.assertEqual((await next_of(ws, "message"))["message"]["content"], "full house")
         for ws in socks:
             await ws.close()
+
+
+class ChromiumDemoTests(unittest.IsolatedAsyncioTestCase):
+    """The demo page at / in headless Chromium (tests/integration/chromium_demo.js)."""
+
+    async def test_demo_page_chats_reconnects_and_catches_up_after_a_crash(self):
+        node = shutil.which("node")
+        if not (os.path.exists(CHROMIUM) and os.path.isdir(PLAYWRIGHT) and node):
+            self.skipTest("needs /usr/bin/chromium (Debian package chromium), node and "
+                          "playwright-core in tests/integration/node (its setup script)")
+        with Host(apps=("channels",)) as host:
+            channel = new_channel("demo")
+            proc = await asyncio.create_subprocess_exec(
+                node, os.path.join(HERE, "chromium_demo.js"),
+                f"http://127.0.0.1:{host.apps['channels']}", channel, token("alice"),
+                token("bob"), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                async def line():
+                    text = await asyncio.wait_for(proc.stdout.readline(), 90)
+                    return text.decode().strip()
+
+                async def answer(text):
+                    proc.stdin.write((text + "\n").encode())
+                    await proc.stdin.drain()
+
+                async def failure(got):
+                    err = await asyncio.wait_for(proc.stderr.read(), 30)
+                    return f"{got}\n{err.decode(errors='replace')[-3000:]}"
+
+                got = await line()
+                self.assertEqual(got, "KILL", await failure(got) if got != "KILL" else "")
+                host.kill()
+                await answer("KILLED")
+                got = await line()
+                self.assertEqual(got, "RESTART", await failure(got) if got != "RESTART" else "")
+                host.start()
+                # While the pages wait to reconnect, more than initial_state holds is posted,
+                # so catching up needs sync.
+                carol, init = await join(host, channel, "carol")
+                self.assertEqual([m["id"] for m in init["messages"]], [1, 2])
+                for i in range(70):
+                    await say(carol, f"while away {i}")
+                posted = await collect_messages(carol, 70)
+                total = posted[-1]["id"]
+                self.assertEqual(total, 72)
+                await answer(f"POSTED {total}")
+                got = await line()
+                self.assertTrue(got.startswith("OK "), await failure(got))
+                summary = json.loads(got[3:])
+                self.assertEqual(summary["total"], total + 1)
+                self.assertEqual(summary["lastId"], total + 1)
+                self.assertGreaterEqual(summary["reconnectsA"], 1)
+                self.assertGreaterEqual(summary["reconnectsB"], 1)
+                # Each page asked for what it missed after reconnecting.
+                self.assertGreaterEqual(summary["syncPagesA"], 1)
+                self.assertGreaterEqual(summary["syncPagesB"], 1)
+                self.assertEqual(await asyncio.wait_for(proc.wait(), 30), 0)
+                self.assertEqual([m["content"] for m in full_history(host, channel)][-1],
+                                 "back again")
+                await carol.close()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
 
 
 if __name__ == "__main__":

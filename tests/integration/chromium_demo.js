@@ -1,0 +1,144 @@
+// Drives the channels demo page (GET /) in headless Chromium: two pages chat, one sees the
+// other typing, the host is killed and restarted, and both pages reconnect by themselves
+// and catch up on what they missed.
+//
+// Run by test_channels.py (ChromiumDemoTests), which owns the host. The two talk over lines:
+// this script prints `KILL` and `RESTART` when it wants the host killed (SIGKILL) or started
+// again; the test answers `KILLED` and `POSTED <n>` (host up again, n messages in the
+// channel in total). The last line is `OK <json summary>`; any failure exits 1.
+//
+// Usage: node chromium_demo.js <base-url> <channel> <token-a> <token-b>
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const readline = require('readline');
+const { chromium } = require(path.join(__dirname, 'node', 'node_modules', 'playwright-core'));
+
+const [base, channel, tokenA, tokenB] = process.argv.slice(2);
+if (!tokenB) {
+  console.error('usage: node chromium_demo.js <base-url> <channel> <token-a> <token-b>');
+  process.exit(2);
+}
+
+const lines = readline.createInterface({ input: process.stdin });
+const waiting = [];
+lines.on('line', (line) => {
+  const w = waiting.shift();
+  if (w) w(line.trim());
+});
+function nextLine() {
+  return new Promise((resolve) => waiting.push(resolve));
+}
+function say(line) {
+  process.stdout.write(line + '\n');
+}
+function log(...args) {
+  process.stderr.write(args.join(' ') + '\n');
+}
+
+const state = (page) => page.evaluate(() => ({
+  status: document.getElementById('status').dataset.state,
+  ids: [...document.querySelectorAll('#messages li')].map((li) => Number(li.dataset.id)),
+  contents: [...document.querySelectorAll('#messages li .content')].map((e) => e.textContent),
+  online: [...document.querySelectorAll('#online li')].map((li) => li.dataset.userId),
+  typing: document.getElementById('typing').textContent,
+  reconnects: window.channelClient ? window.channelClient.reconnects : -1,
+  attempts: window.channelClient ? window.channelClient.reconnectAttempts : -1,
+  syncPages: window.channelClient ? window.channelClient.syncPages : -1,
+  lastMessageId: window.channelClient ? window.channelClient.lastMessageId : -1,
+}));
+
+async function until(what, page, predicate, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let s;
+  while (Date.now() < deadline) {
+    s = await state(page);
+    if (predicate(s)) return s;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}; page state: ${JSON.stringify(s)}`);
+}
+
+async function sendFrom(page, text) {
+  await page.fill('#content', text);
+  await page.click('#sendButton');
+}
+
+async function main() {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dohost-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const open = async (token) => {
+      const page = await context.newPage();
+      page.on('pageerror', (e) => log('page error:', e.message));
+      const hash = `#channel=${encodeURIComponent(channel)}&token=${encodeURIComponent(token)}`;
+      await page.goto(`${base}/${hash}`);
+      return page;
+    };
+    const a = await open(tokenA);
+    await until('page A connected', a, (s) => s.status === 'open');
+    const b = await open(tokenB);
+    await until('page B connected', b, (s) => s.status === 'open' && s.online.length === 2);
+    await until('page A sees B online', a, (s) => s.online.includes('bob'));
+
+    // Typing indicator, then a conversation.
+    await a.type('#content', 'hel');
+    await until('B sees A typing', b, (s) => /is typing/.test(s.typing));
+    await a.fill('#content', '');
+    await sendFrom(a, 'hello from A');
+    await until('B got A\'s message', b, (s) => s.contents.includes('hello from A'));
+    await sendFrom(b, 'hi A, B here');
+    await until('A got B\'s reply', a, (s) => s.contents.includes('hi A, B here'));
+    const before = await state(a);
+    if (JSON.stringify(before.ids) !== JSON.stringify([1, 2])) {
+      throw new Error('unexpected ids before the crash: ' + JSON.stringify(before.ids));
+    }
+
+    // Kill the host; both pages notice and back off (their first retry fails too).
+    say('KILL');
+    if ((await nextLine()) !== 'KILLED') throw new Error('expected KILLED');
+    await until('A waiting to reconnect', a, (s) => s.status === 'waiting' && s.attempts >= 2);
+    await until('B waiting to reconnect', b, (s) => s.status === 'waiting' && s.attempts >= 2);
+
+    // Messages posted while the pages are away; then they come back by themselves.
+    say('RESTART');
+    const posted = await nextLine();
+    const m = /^POSTED (\d+)$/.exec(posted);
+    if (!m) throw new Error('expected POSTED <n>, got ' + posted);
+    const total = Number(m[1]);
+    const all = Array.from({ length: total }, (_, i) => i + 1);
+    const caughtUp = (s) => s.status === 'open' && JSON.stringify(s.ids) === JSON.stringify(all);
+    const afterA = await until('A reconnected and caught up', a, caughtUp, 40000);
+    const afterB = await until('B reconnected and caught up', b, caughtUp, 40000);
+
+    // And the conversation goes on.
+    await sendFrom(b, 'back again');
+    await until('A got the message after the restart', a,
+                (s) => s.contents[s.contents.length - 1] === 'back again');
+    const final = await state(a);
+    say('OK ' + JSON.stringify({
+      total: final.ids.length,
+      reconnectsA: afterA.reconnects,
+      reconnectsB: afterB.reconnects,
+      syncPagesA: afterA.syncPages,
+      syncPagesB: afterB.syncPages,
+      lastId: final.lastMessageId,
+    }));
+  } finally {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+main().then(() => process.exit(0), (e) => {
+  log(e && e.stack ? e.stack : String(e));
+  say('FAIL ' + (e && e.message ? e.message : String(e)));
+  process.exit(1);
+});
