@@ -75,10 +75,14 @@ def ws_path(channel, tok=None):
     return path + (f"?token={quote(tok)}" if tok else "")
 
 
+_open_sockets = []
+
+
 async def join(host, channel, user, perms=RW, username=None):
     """Connects `user` and returns (socket, initial_state)."""
-    ws = await host.connect("channels", ws_path(channel),
+    ws = await host.connect("channels", ws_path(channel), close_timeout=1,
                             headers={"Authorization": f"Bearer {token(user, perms, username)}"})
+    _open_sockets.append(ws)
     first = await recv_json(ws)
     assert first["type"] == "initial_state", first
     return ws, first
@@ -137,7 +141,19 @@ def full_history(host, channel):
         after = body["lastMessageId"]
 
 
-class ChannelTestCase(unittest.IsolatedAsyncioTestCase):
+class SocketsClosed(unittest.IsolatedAsyncioTestCase):
+    """Closes what join() opened, also when a test fails half-way."""
+
+    async def asyncTearDown(self):
+        while _open_sockets:
+            ws = _open_sockets.pop()
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except Exception:
+                pass
+
+
+class ChannelTestCase(SocketsClosed):
     """One host for the whole class; each test uses its own channels."""
     host_env = {}
     idle_evict = None
@@ -561,7 +577,7 @@ class LimitTests(ChannelTestCase):
             await ws.close()
 
 
-class RestartTests(unittest.IsolatedAsyncioTestCase):
+class RestartTests(SocketsClosed):
     async def test_history_survives_a_restart(self):
         with Host(apps=("channels",)) as host:
             channel = new_channel()
@@ -767,7 +783,7 @@ class ShardedTests(ChannelTestCase):
             await ws.close()
 
 
-class ChromiumDemoTests(unittest.IsolatedAsyncioTestCase):
+class ChromiumDemoTests(SocketsClosed):
     """The demo page at / in headless Chromium (tests/integration/chromium_demo.js)."""
 
     async def test_demo_page_chats_reconnects_and_catches_up_after_a_crash(self):
