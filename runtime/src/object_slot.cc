@@ -148,6 +148,16 @@ void ObjectSlot::evict() {
   if (!instance_) return;
   instance_.reset();
   ++generation_;
+  // A forced eviction (admin API, shutdown) may leave work the instance can no longer finish:
+  // its timers are dropped and its pending answers get a 503 instead of hanging.
+  for (TimerQueue::Id t : timers_) runtime_.timers().cancel(t);
+  timers_.clear();
+  for (auto& weak : pending_) {
+    if (auto p = weak.lock(); p && p->isOpen()) {
+      p->answered = true;
+      p->deliver(Response::json(503, R"({"error":"the object was evicted before it answered"})"));
+    }
+  }
   pending_.clear();
   closeDatabase();
   ++runtime_.metrics(className_).evictions;

@@ -113,6 +113,24 @@ std::string copyHeader(lws* wsi, lws_token_indexes token) {
   return s;
 }
 
+const char* statusText(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+  }
+}
+
 std::string percentEncode(std::string_view s) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -143,7 +161,14 @@ Server::~Server() {
 }
 
 bool Server::start(std::string* error) {
-  lws_set_log_level(LLL_ERR, nullptr);
+  // lws' own messages duplicate ours (a failed bind becomes our one-line error); show them only
+  // when debugging, through the structured log.
+  lws_set_log_level(logEnabled(LogLevel::kDebug) ? (LLL_ERR | LLL_WARN) : 0,
+                    [](int level, const char* line) {
+                      std::string text(line);
+                      while (!text.empty() && text.back() == '\n') text.pop_back();
+                      logLine(LogLevel::kDebug, "libwebsockets: " + text);
+                    });
   lws_context_creation_info info{};
   info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT |
                  LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
@@ -408,11 +433,29 @@ int Server::handleHttp(lws* wsi, Conn& c) {
   return writeResponse(wsi, response, true);
 }
 
+// Refuses an upgrade with `response`. During LWS_CALLBACK_HTTP_CONFIRM_UPGRADE lws has not
+// settled the HTTP version yet (its helpers would write "HTTP/1.0"), so the answer is written
+// whole: status line, headers and body in one buffer.
+int Server::refuseUpgrade(lws* wsi, const Response& response) {
+  std::string text = "HTTP/1.1 " + std::to_string(response.status()) + " " +
+                     statusText(response.status()) + "\r\n";
+  for (const auto& [name, value] : response.headers()) text += name + ": " + value + "\r\n";
+  text += "content-length: " + std::to_string(response.body().size()) + "\r\n";
+  text += "connection: close\r\n\r\n";
+  text += response.body();
+  std::string buf(LWS_PRE, '\0');
+  buf += text;
+  auto* data = reinterpret_cast<unsigned char*>(buf.data()) + LWS_PRE;
+  if (lws_write(wsi, data, text.size(), LWS_WRITE_HTTP_HEADERS) < static_cast<int>(text.size())) {
+    return -1;
+  }
+  return 1;
+}
+
 int Server::handleUpgrade(lws* wsi, Conn& c) {
   Request request = readRequest(wsi, c);
   if (c.listener->app == nullptr) {
-    return writeResponse(wsi, Response::json(400, R"({"error":"the admin API has no WebSockets"})"),
-                         false) < 0 ? -1 : 1;
+    return refuseUpgrade(wsi, Response::json(400, R"({"error":"the admin API has no WebSockets"})"));
   }
   detail::UpgradeContext upgrade;
   request.setUpgradeContext(&upgrade);
@@ -433,7 +476,7 @@ int Server::handleUpgrade(lws* wsi, Conn& c) {
     return 0;  // lws completes the handshake; LWS_CALLBACK_ESTABLISHED follows
   }
   if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
-  return writeResponse(wsi, response, false) < 0 ? -1 : 1;
+  return refuseUpgrade(wsi, response);
 }
 
 int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
@@ -483,9 +526,7 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
     }
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
       if (in == nullptr || std::strcmp(static_cast<const char*>(in), "websocket") != 0) return -1;
-      Conn* existing = conn(wsi);
-      Conn& c = existing ? *existing : newConn(wsi);
-      return handleUpgrade(wsi, c);
+      return handleUpgrade(wsi, newConn(wsi));  // never reuse state of an earlier request
     }
     case LWS_CALLBACK_ESTABLISHED: {
       Conn* c = conn(wsi);
@@ -521,6 +562,18 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
     case LWS_CALLBACK_CLOSED: {
       Conn* c = conn(wsi);
       if (c) onClosed(wsi, *c);
+      return 0;
+    }
+    case LWS_CALLBACK_WSI_DESTROY: {
+      // The last word on a connection, whatever path closed it.
+      if (Conn* c = conn(wsi)) {
+        if (c->record) {
+          onClosed(wsi, *c);
+        } else {
+          if (c->pending) c->pending->clientGone = true;
+          dropConn(wsi);
+        }
+      }
       return 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:

@@ -59,6 +59,7 @@ class Server {
   Request readRequest(lws* wsi, Conn& c);
   int handleHttp(lws* wsi, Conn& c);
   int handleUpgrade(lws* wsi, Conn& c);
+  int refuseUpgrade(lws* wsi, const Response& response);
   int writeResponse(lws* wsi, const Response& response, bool finishTransaction);
   int onReceive(lws* wsi, Conn& c, const char* data, size_t len);
   int onWritable(lws* wsi, Conn& c);

@@ -35,11 +35,20 @@ def binary(name="dohost"):
     return os.path.join(ROOT, "build", "tools", name, name)
 
 
+def test_plugin_path():
+    return os.environ.get("DOHOST_TEST_PLUGIN") or os.path.join(
+        ROOT, "build", "tests", "integration", "plugin", "libdohost_test_objects.so")
+
+
 class Host:
     """One dohost process. Ports are chosen once, so restart() keeps the same URLs."""
 
-    def __init__(self, apps=APPS, idle_evict=None, env=None, args=(), data=None, config=None):
+    def __init__(self, apps=APPS, idle_evict=None, env=None, args=(), data=None, config=None,
+                 test_plugin=False):
         self.apps = {a: free_port() for a in apps}
+        self.test_plugin = test_plugin
+        if test_plugin:
+            self.apps["testapp"] = free_port()
         self.admin_port = free_port()
         self.own_data = data is None
         self.data = data or tempfile.mkdtemp(prefix="dohost-test-")
@@ -54,6 +63,8 @@ class Host:
     def command(self):
         cmd = [binary(), "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}",
                "--log-level", "warn"]
+        if self.test_plugin:
+            cmd += ["--plugin", test_plugin_path(), "--app", f"testapp=127.0.0.1:{self.apps['testapp']}"]
         for app in APPS:
             cmd += ["--app", f"{app}=127.0.0.1:{self.apps[app]}" if app in self.apps else f"{app}=off"]
         if self.idle_evict is not None:

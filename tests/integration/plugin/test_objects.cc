@@ -1,0 +1,150 @@
+// A plugin for the host's integration tests: loaded with `dohost --plugin`, it registers the
+// class TestEcho and the app `testapp`, which expose the hibernation API to a test client as
+// JSON commands. It also proves the plugin path works for users' own classes.
+#include <nlohmann/json.hpp>
+
+#include "dohost/dohost.h"
+
+namespace {
+
+using dohost::Request;
+using dohost::Response;
+using dohost::WebSocket;
+using nlohmann::json;
+
+// Every event the object saw, kept in storage so a test can read it after evictions.
+void record(dohost::ObjectState& state, const json& event) {
+  json log = json::parse(state.storage().get("events").value_or("[]"));
+  log.push_back(event);
+  state.storage().put("events", log.dump());
+}
+
+class TestEcho final : public dohost::DurableObject {
+ public:
+  explicit TestEcho(dohost::ObjectState& state) : state_(state) {
+    int64_t n = std::stoll(state_.storage().get("constructed").value_or("0")) + 1;
+    state_.storage().put("constructed", std::to_string(n));
+  }
+
+  Response fetch(Request& request) override {
+    if (request.path().ends_with("/events")) {
+      return Response::json(200, state_.storage().get("events").value_or("[]"));
+    }
+    if (!request.isWebSocketUpgrade()) return Response::text(426, "upgrade required\n");
+    std::vector<std::string> tags;
+    std::string list = request.queryParam("tags").value_or("");
+    for (size_t i = 0; i < list.size();) {
+      size_t j = list.find(',', i);
+      if (j == std::string::npos) j = list.size();
+      tags.push_back(list.substr(i, j - i));
+      i = j + 1;
+    }
+    WebSocket ws = state_.acceptWebSocket(request, tags);
+    if (auto att = request.queryParam("att")) ws.serializeAttachment(*att);
+    ws.send(json{{"hello", state_.name().value_or("")}, {"tags", tags}}.dump());
+    return Response::webSocket(ws);
+  }
+
+  void webSocketMessage(WebSocket ws, const dohost::Message& message) override {
+    if (message.binary) {
+      ws.sendBinary(message.data);  // binary echo
+      return;
+    }
+    json cmd = json::parse(message.data, nullptr, false);
+    if (!cmd.is_object()) {
+      ws.send(json{{"echo", message.data}}.dump());
+      return;
+    }
+    std::string op = cmd.value("cmd", "");
+    auto& st = state_;
+    if (op == "tags") {
+      ws.send(json{{"tags", ws.tags()}}.dump());
+    } else if (op == "count") {
+      ws.send(json{{"count", st.getWebSockets(cmd.value("tag", "")).size()}}.dump());
+    } else if (op == "broadcast") {
+      dohost::BroadcastOptions options;
+      if (cmd.contains("tag")) options.tags.push_back(cmd["tag"]);
+      if (cmd.value("exceptSelf", false)) options.except.push_back(ws);
+      size_t n = st.broadcast(json{{"broadcast", cmd.value("text", "")}}.dump(), options);
+      ws.send(json{{"sentTo", n}}.dump());
+    } else if (op == "attachment") {
+      auto att = ws.deserializeAttachment();
+      ws.send(json{{"attachment", att ? json(*att) : json(nullptr)}}.dump());
+    } else if (op == "setAttachment") {
+      try {
+        ws.serializeAttachment(std::string(cmd.value("size", 0), 'a') + cmd.value("value", ""));
+        ws.send(R"({"ok":true})");
+      } catch (const dohost::UsageError& e) {
+        ws.send(json{{"error", e.what()}}.dump());
+      }
+    } else if (op == "constructed") {
+      ws.send(json{{"constructed", std::stoll(st.storage().get("constructed").value_or("0"))}}.dump());
+    } else if (op == "close") {
+      ws.close(cmd.value("code", 1000), cmd.value("reason", ""));
+    } else if (op == "auto") {
+      st.setWebSocketAutoResponse(cmd.value("request", ""), cmd.value("response", ""));
+      ws.send(R"({"ok":true})");
+    } else if (op == "autoTimestamp") {
+      auto t = st.getWebSocketAutoResponseTimestamp(ws);
+      ws.send(json{{"autoTimestamp", t ? json(dohost::toUnixMillis(*t)) : json(nullptr)}}.dump());
+    } else if (op == "sendThenThrow") {
+      st.storage().put("thrown", "yes");
+      st.broadcast(R"({"leaked":true})");
+      throw std::runtime_error("failed after sending");
+    } else if (op == "stored") {
+      ws.send(json{{"thrown", st.storage().get("thrown").value_or("no")}}.dump());
+    } else if (op == "flood") {
+      std::string chunk(cmd.value("size", 65536), 'x');
+      for (int i = 0; i < cmd.value("count", 1); ++i) ws.send(chunk);
+    } else if (op == "alarm") {
+      st.storage().setAlarm(st.now() + dohost::Duration(cmd.value("ms", 0)));
+      ws.send(R"({"ok":true})");
+    } else {
+      ws.send(json{{"echo", message.data}}.dump());
+    }
+  }
+
+  void webSocketClose(WebSocket ws, const dohost::CloseInfo& info) override {
+    record(state_, {{"event", "close"}, {"code", info.code}, {"reason", info.reason},
+                    {"wasClean", info.wasClean}, {"attachment", ws.deserializeAttachment().value_or("")}});
+    state_.broadcast(json{{"closed", ws.deserializeAttachment().value_or("")}, {"code", info.code}}.dump());
+  }
+
+  void webSocketError(WebSocket ws, std::string_view reason) override {
+    record(state_, {{"event", "error"}, {"reason", std::string(reason)},
+                    {"attachment", ws.deserializeAttachment().value_or("")}});
+  }
+
+  void alarm(const dohost::AlarmInfo& info) override {
+    record(state_, {{"event", "alarm"}, {"retry", info.retryCount}});
+    state_.broadcast(R"({"alarm":true})");
+  }
+
+ private:
+  dohost::ObjectState& state_;
+};
+
+class TestApp final : public dohost::App {
+ public:
+  dohost::Route route(Request& request) override {
+    // /o/<name>/... goes to the object <name>; everything else is answered here.
+    const std::string& p = request.path();
+    if (p.rfind("/o/", 0) == 0) {
+      size_t end = p.find('/', 3);
+      std::string name = p.substr(3, end == std::string::npos ? std::string::npos : end - 3);
+      return dohost::Route::toName("TestEcho", name);
+    }
+    if (p == "/slow") {
+      return dohost::Route::respond(Response::json(200, R"({"ok":true})"));
+    }
+    return dohost::Route::respond(Response::json(404, R"({"error":"not found"})"));
+  }
+};
+
+}  // namespace
+
+extern "C" void dohost_register(dohost::Registry& registry) {
+  registry.addClass<TestEcho>("TestEcho");
+  registry.addApp({"testapp", "127.0.0.1:8799",
+                   [](const dohost::AppSettings&) { return std::make_unique<TestApp>(); }});
+}
