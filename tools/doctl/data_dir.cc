@@ -64,7 +64,9 @@ std::optional<std::string> storedName(const std::string& path) {
 // Rolls back the read transaction readObject() opens, however it ends.
 class ReadTransaction {
  public:
-  explicit ReadTransaction(sqlite3* db) : db_(db) { sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr); }
+  explicit ReadTransaction(sqlite3* db) : db_(db) {
+    sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+  }
   ~ReadTransaction() {
     if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }

@@ -245,6 +245,11 @@ int runSql(const GlobalOptions& options, const std::string& className, const std
   // and writes no other. Writes to the database itself are refused by SQLite, since the
   // file is open read-only.
   sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
+  // The storage layer holds object code to Cloudflare's SQL limits; an inspector gets
+  // SQLite's defaults back.
+  sqlite3_limit(db, SQLITE_LIMIT_COLUMN, 2000);
+  sqlite3_limit(db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50000);
+  sqlite3_limit(db, SQLITE_LIMIT_VARIABLE_NUMBER, 32766);
   const char* next = sql.c_str();
   bool first = true;
   while (*next != '\0') {
