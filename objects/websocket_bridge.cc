@@ -187,9 +187,25 @@ class WebSocketBridge final : public project::ProjectObject {
   }
 
   void leave(const WebSocket& ws) {
-    if (std::optional<project::ClientInfo> client = project::clientInfo(ws);
-        client && client->type != "agent" && tableExists()) {
-      state_.storage().sql().exec("DELETE FROM pending_requests WHERE client_id = ?", client->id);
+    std::optional<project::ClientInfo> client = project::clientInfo(ws);
+    if (client && tableExists()) {
+      Sql& sql = state_.storage().sql();
+      if (client->type == "agent") {
+        // Whoever waits for this agent would wait forever: tell them now.
+        SqlCursor rows = sql.exec(
+            "SELECT request_json, client_id FROM pending_requests WHERE agent_id = ?", client->id);
+        for (SqlRow row : rows) {
+          Json requestId = Json::parse(row.text(0), nullptr, false);
+          std::vector<WebSocket> askers = state_.getWebSockets(project::clientTag(row.text(1)));
+          for (WebSocket& asker : askers) {
+            sendError(asker, "agent_gone", "The agent handling this request disconnected",
+                      requestId.is_discarded() ? Json(nullptr) : requestId);
+          }
+        }
+        sql.exec("DELETE FROM pending_requests WHERE agent_id = ?", client->id);
+      } else {
+        sql.exec("DELETE FROM pending_requests WHERE client_id = ?", client->id);
+      }
     }
     clientGone(ws);
   }
@@ -234,9 +250,10 @@ class WebSocketBridge final : public project::ProjectObject {
     int64_t now = nowMs();
     Sql& sql = state_.storage().sql();
     sql.exec("DELETE FROM pending_requests WHERE created_at < ?", now - kPendingRequestTtlMs);
-    sql.exec("INSERT OR REPLACE INTO pending_requests (request_id, client_id, created_at) "
-             "VALUES (?, ?, ?)",
-             requestKey(msg["requestId"]), sender.id, now);
+    sql.exec("INSERT OR REPLACE INTO pending_requests "
+             "(request_id, client_id, agent_id, request_json, created_at) VALUES (?, ?, ?, ?, ?)",
+             requestKey(msg["requestId"]), sender.id, agent->id, project::dump(msg["requestId"]),
+             now);
     state_.broadcast(project::dump(msg), {{project::clientTag(agent->id), "admin"}, {ws}});
   }
 
@@ -334,8 +351,8 @@ class WebSocketBridge final : public project::ProjectObject {
     if (schemaReady_) return;
     state_.storage().sql().exec(
         "CREATE TABLE IF NOT EXISTS pending_requests (request_id TEXT NOT NULL, "
-        "client_id TEXT NOT NULL, created_at INTEGER NOT NULL, "
-        "PRIMARY KEY (request_id, client_id))");
+        "client_id TEXT NOT NULL, agent_id TEXT NOT NULL, request_json TEXT NOT NULL, "
+        "created_at INTEGER NOT NULL, PRIMARY KEY (request_id, client_id))");
     schemaReady_ = true;
   }
 

@@ -265,6 +265,25 @@ class BridgeTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual((err["type"], err["code"], err["requestId"]), ("error", "no_runtime", "gone"))
         await p.close()
 
+    async def test_askers_learn_when_the_agent_leaves_without_answering(self):
+        p = self.project()
+        for name, t in (("r", "runtime"), ("a1", "agent"), ("a2", "agent")):
+            await p.join(name, t)
+        await p.send("r", query(7))
+        await p.send("r", {"type": "get_docs", "requestId": "d"})
+        self.assertEqual((await p.recv("a1"))["requestId"], 7)  # the earliest agent
+        self.assertEqual((await p.recv("a1"))["requestId"], "d")
+        await p.ws["a1"].close()
+        errors = [await p.recv("r"), await p.recv("r")]
+        self.assertEqual(sorted((e["type"], e["code"], str(e["requestId"])) for e in errors),
+                         [("error", "agent_gone", "7"), ("error", "agent_gone", "d")])
+        self.assertIn(7, [e["requestId"] for e in errors])  # the requestId keeps its JSON type
+        # The next query goes to the agent that is left.
+        await p.send("r", query("again"))
+        self.assertEqual((await p.recv("a2"))["requestId"], "again")
+        self.assertTrue(await p.quiet("r"))
+        await p.close()
+
     async def test_refused_upgrades_answer_400_json_and_a_plain_get_426(self):
         status, body = refused(self.port, "/websocket?type=runtime")
         self.assertEqual(status, 400)
