@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -166,6 +167,12 @@ void printTable(const Json& r) {
       three("bench client CPU busy at saturation", {"saturation", "clientCpuUtil"}, fmtPct);
       three("other processes' CPU, latency rounds", {"otherCpu"}, fmtPct);
       three("other processes' CPU, saturation", {"saturation", "otherCpu"}, fmtPct);
+      three("time to open the N+1 sockets", {"connectSeconds"}, [](double v) {
+        if (v < 0) return std::string("-");
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.1f s", v);
+        return std::string(buf);
+      });
       row("rounds / frame bytes", std::to_string(static_cast<int>(num(d, {"rounds"}))) + " / " +
                                       std::to_string(static_cast<int>(num(d, {"frameBytes"}))),
           std::to_string(static_cast<int>(num(f, {"rounds"}))) + " / " +
@@ -275,6 +282,8 @@ int benchMain(int argc, char** argv) {
   cli.add_flag("--no-floor", noFloor, "do not run the floor server");
   cli.add_option("--tmp", tmp, "folder for temporary data folders (default: system temp)");
   cli.add_flag("--json", json, "print the results as JSON instead of a table");
+  std::string jsonOut;
+  cli.add_option("--json-out", jsonOut, "also write the results as JSON to this file");
   std::string floorLoop = "epoll";
   cli.add_option("--floor-loop", floorLoop, "the floor server's event loop: epoll (default) or poll (as dohost)");
   cli.add_option("--floor-server", floorPort, "(internal) run the floor server on this port")->group("");
@@ -373,6 +382,11 @@ int benchMain(int argc, char** argv) {
     r["wake"] = runWakeBench(o);
   }
   r["targets"] = checkTargets(r);
+  if (!jsonOut.empty()) {
+    std::ofstream out(jsonOut);
+    out << r.dump(2) << "\n";
+    if (!out) std::fprintf(stderr, "dohost-bench: cannot write %s\n", jsonOut.c_str());
+  }
   if (json) {
     std::cout << r.dump(2) << "\n";
   } else {
