@@ -218,13 +218,25 @@ class ProjectApp : public App {
 //
 // Nothing here lives only in members: the client list is the host's socket list (tags and
 // attachments), last activity and the alarm are in storage. Members are caches.
+//
+// The cleanup alarm is always pending while the project has storage: armed by the first
+// client, moved to "leave time + delay" whenever the last client leaves, and re-armed by
+// itself while clients are connected. So even a host killed with clients connected (no close
+// events) leaves an alarm that cleans the project up after the restart.
 class ProjectObject : public DurableObject {
  public:
   explicit ProjectObject(ObjectState& state) : state_(state) {}
 
-  // Every deleted key and table goes with the alarm: the project starts from nothing.
   void alarm(const AlarmInfo& info) override {
-    if (state_.countWebSockets() > 0) return;  // a client came back; its leaving re-arms it
+    std::vector<WebSocket> sockets = state_.getWebSockets();
+    if (!sockets.empty()) {
+      // Active connections prevent cleanup: look again one delay later.
+      std::optional<ClientInfo> any = clientInfo(sockets.front());
+      int64_t delay = any ? any->cleanupMs : kDefaultCleanupMs;
+      state_.storage().setAlarm(state_.now() + Duration(delay));
+      return;
+    }
+    // Every key and table goes, with the alarm: the project starts from nothing.
     logLine(LogLevel::kInfo, "no client for the cleanup delay: deleting the project's storage",
             state_.className(), state_.id());
     state_.storage().deleteAll();
@@ -259,7 +271,9 @@ class ProjectObject : public DurableObject {
                                      {"type", info.type},
                                      {"connectedAt", info.connectedAt},
                                      {"cleanupMs", info.cleanupMs}}));
-    if (state_.storage().getAlarm()) state_.storage().deleteAlarm();
+    if (!state_.storage().getAlarm()) {
+      state_.storage().setAlarm(state_.now() + Duration(info.cleanupMs));
+    }
     touchActivity();
     return {ws, info};
   }
