@@ -48,7 +48,8 @@ json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
   auto blocker = slot.evictionBlocker();
   j["evictable"] = slot.isLive() && !blocker;
   if (slot.isLive() && blocker) j["notEvictableBecause"] = *blocker;
-  j["alarm"] = nullptr;
+  auto scheduled = rt.scheduledAlarm(slot.className(), slot.id());
+  j["alarm"] = scheduled ? json(toUnixMillis(*scheduled)) : json(nullptr);
   if (detail) {
     try {
       if (auto a = slot.storedAlarm()) j["alarm"] = toUnixMillis(*a);
@@ -106,6 +107,7 @@ std::string prometheusMetrics(Runtime& rt) {
     g.known += 1;
     g.sockets += static_cast<int64_t>(s->sockets().size());
   }
+  for (const auto& a : rt.alarmsWithoutSlot()) gauges[a.className].known += 1;
   std::string out;
   auto family = [&](const char* name, const char* type, const char* help, auto value) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
@@ -163,6 +165,14 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
     for (ObjectSlot* s : rt.slots()) {
       if (cls && s->className() != *cls) continue;
       list.push_back(slotJson(rt, *s, false));
+    }
+    for (const auto& a : rt.alarmsWithoutSlot()) {
+      if (cls && a.className != *cls) continue;
+      std::string path = rt.options().dataDir + "/" + a.className + "/" + a.id + ".sqlite";
+      list.push_back({{"class", a.className}, {"id", a.id},
+                      {"name", a.name ? json(*a.name) : json(nullptr)}, {"state", "evicted"},
+                      {"sockets", 0}, {"storageBytes", fileBytes(path)}, {"evictable", false},
+                      {"alarm", toUnixMillis(a.time)}});
     }
     return okJson(list);
   }

@@ -124,7 +124,6 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
     ++m.alarmRetries;
     Duration delay = options_.alarmRetryBase * (int64_t{1} << a.retryCount);
     scheduleAlarm(a.className, a.id, a.name, clock_.now() + delay, a.retryCount + 1);
-    alarms_[key].time = info.scheduledTime;
     return;
   }
   // Retries exhausted: keep it visible as failed, with its last error, instead of dropping it.

@@ -194,6 +194,14 @@ void ObjectSlot::enqueueAnswer(std::shared_ptr<detail::PendingResponseState> p, 
   }
 }
 
+void ObjectSlot::enqueueCall(std::function<void()> call) {
+  if (effects_) {
+    effects_->calls.push_back(std::move(call));
+  } else {
+    call();
+  }
+}
+
 void ObjectSlot::applyNow(SocketEffect& e) {
   detail::SocketRecord& s = *e.socket;
   if (s.state == detail::SocketState::kClosed) return;
@@ -220,6 +228,7 @@ void ObjectSlot::release(Effects& effects) {
     p->answered = true;
     p->deliver(std::move(response));
   }
+  for (auto& call : effects.calls) call();
 }
 
 void ObjectSlot::trackPending(const std::shared_ptr<detail::PendingResponseState>& p) {

@@ -65,6 +65,8 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   void enqueueClose(const std::shared_ptr<detail::SocketRecord>& s, int code, std::string reason);
   void enqueueAnswer(std::shared_ptr<detail::PendingResponseState> p, Response response);
   void trackPending(const std::shared_ptr<detail::PendingResponseState>& p);
+  // Runs `call` after the running event commits (dropped if it fails); at once outside events.
+  void enqueueCall(std::function<void()> call);
   void beginAlarmRun();  // clears the stored alarm inside the current event
   std::optional<std::optional<TimePoint>> alarmChange() const { return alarmChange_; }
 
@@ -114,6 +116,7 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   struct Effects {
     std::vector<SocketEffect> sockets;
     std::vector<std::pair<std::shared_ptr<detail::PendingResponseState>, Response>> answers;
+    std::vector<std::function<void()>> calls;  // requests to other objects
   };
 
   storage::ObjectDatabase& writable();  // database() inside the event's transaction

@@ -95,6 +95,25 @@ class Runtime {
   void alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when);
   Status alarmWillBeSet(ObjectSlot& slot, TimePoint when);  // before the commit
 
+  // The time the alarm timer of (class, id) is set for, if any (no disk access).
+  std::optional<TimePoint> scheduledAlarm(const std::string& className, const std::string& id) const {
+    auto it = alarms_.find(className + "/" + id);
+    if (it == alarms_.end() || it->second.timer == 0) return std::nullopt;
+    return it->second.time;
+  }
+  struct ScheduledAlarm {
+    std::string className, id;
+    std::optional<std::string> name;
+    TimePoint time;
+  };
+  // Objects with a pending alarm but nothing in memory (no slot): they are "known" too.
+  std::vector<ScheduledAlarm> alarmsWithoutSlot() const {
+    std::vector<ScheduledAlarm> out;
+    for (const auto& [key, a] : alarms_) {
+      if (a.timer != 0 && slots_.find(key) == slots_.end()) out.push_back({a.className, a.id, a.name, a.time});
+    }
+    return out;
+  }
   ClassMetrics& metrics(const std::string& className) { return metrics_[className]; }
   const std::map<std::string, ClassMetrics>& allMetrics() const { return metrics_; }
   uint64_t nextSocketId() { return ++lastSocketId_; }

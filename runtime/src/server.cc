@@ -224,7 +224,12 @@ bool Server::start(std::string* error) {
     auto configured = options_.apps.find(app.name);
     if (configured != options_.apps.end()) l->options = configured->second;
     auto settings = options_.appSettings.find(app.name);
-    l->app = app.factory(settings == options_.appSettings.end() ? AppSettings{} : settings->second);
+    try {
+      l->app = app.factory(settings == options_.appSettings.end() ? AppSettings{} : settings->second);
+    } catch (const std::exception& e) {
+      *error = "app " + app.name + ": " + e.what();  // a bad setting is bad configuration
+      return false;
+    }
     if (!add(std::move(l))) return false;
   }
   auto admin = std::make_unique<Listener>();

@@ -145,7 +145,6 @@ class SlotStub final : public Stub {
     Runtime& rt = caller_.runtime_;
     ObjectSlot* caller = &caller_;
     uint64_t generation = caller_.generation_;
-    ++caller_.pendingStubCalls_;
     auto state = std::make_shared<detail::PendingResponseState>();
     state->deliver = [&rt, caller, generation, onResponse](Response r) {
       rt.defer([caller, generation, onResponse, r = std::move(r)]() mutable {
@@ -154,8 +153,9 @@ class SlotStub final : public Stub {
         caller->runEvent([&](DurableObject&) { onResponse(std::move(r)); });
       });
     };
-    rt.defer([&rt, state, cls = className_, name = name_, id = id_,
-              request = std::move(request)]() mutable {
+    // The request leaves like any other output: only if the caller's event commits.
+    auto dispatch = [&rt, state, cls = className_, name = name_, id = id_,
+                     request = std::move(request)]() mutable {
       auto target = rt.resolve(cls, name, id);
       if (!target.isOk()) {
         state->answered = true;
@@ -168,6 +168,10 @@ class SlotStub final : public Stub {
         state->answered = true;
         state->deliver(std::move(r));
       }
+    };
+    caller_.enqueueCall([&rt, caller, dispatch = std::move(dispatch)]() mutable {
+      ++caller->pendingStubCalls_;  // the caller stays in memory until the reply is in
+      rt.defer(std::move(dispatch));
     });
   }
 

@@ -96,6 +96,18 @@ TEST_CASE_FIXTURE(RuntimeFixture, "resolve refuses unknown classes and malformed
         Status::Code::kInvalidArgument);
 }
 
+TEST_CASE_FIXTURE(RuntimeFixture, "a call to another object leaves only if the caller's event commits") {
+  CHECK(fetch("/call?fail=1").status() == 500);
+  advance(Duration(0));
+  CHECK(body("/get", "beta") == "0");  // the failed event's call was dropped with its writes
+  CHECK(body("/call") == "called");
+  CHECK(slot().evictionBlocker() == std::optional<std::string>("pending call to another object"));
+  advance(Duration(0));
+  CHECK(body("/get", "beta") == "1");
+  CHECK(body("/reply") == "1");  // the reply arrived as an event of the caller
+  CHECK_FALSE(slot().evictionBlocker());
+}
+
 TEST_CASE_FIXTURE(RuntimeFixture, "admin eviction drops the instance and keeps storage") {
   body("/inc");
   CHECK(runtime->evictNow(slot()));

@@ -77,6 +77,14 @@ class Counter final : public DurableObject {
       gJournal->pending = request.defer();
       return Response::deferred();
     }
+    if (path == "/call") {  // increments "beta" through a stub; the reply is stored here
+      state_.stubByName("Counter", "beta")->fetch(Request("GET", "/inc"), [this](Response r) {
+        state_.storage().put("reply", r.body());
+      });
+      if (request.queryParam("fail")) throw std::runtime_error("failed after calling");
+      return Response::text(200, "called");
+    }
+    if (path == "/reply") return Response::text(200, s.get("reply").value_or("none"));
     if (path == "/name") return Response::text(200, state_.name().value_or("<none>"));
     return Response::text(404, "no such path");
   }
