@@ -18,6 +18,7 @@
 #include "bench_util.h"
 #include "floor_server.h"
 #include "storage_bench.h"
+#include "ws_fleet.h"
 #include "ws_scenarios.h"
 
 namespace dohost::bench {
@@ -147,7 +148,9 @@ void printTable(const Json& r) {
       const Json& d = e["dohost"];
       const Json empty = Json::object();
       const Json& f = e.contains("floor") ? e["floor"] : empty;
-      std::printf("  N = %zu receivers\n", e["sockets"].get<size_t>());
+      std::printf("  N = %zu receivers%s\n", e["sockets"].get<size_t>(),
+                  e.value("interleaved", false) ? " (dohost and floor measured in alternating blocks)"
+                                                : " (dohost, then the floor)");
       if (d.contains("error")) std::printf("    dohost failed: %s\n", d["error"].get<std::string>().c_str());
       if (f.contains("error")) std::printf("    floor failed: %s\n", f["error"].get<std::string>().c_str());
       row("", "dohost", "floor", "ratio");
@@ -284,7 +287,8 @@ int benchMain(int argc, char** argv) {
   cli.add_flag("--json", json, "print the results as JSON instead of a table");
   std::string jsonOut;
   cli.add_option("--json-out", jsonOut, "also write the results as JSON to this file");
-  std::string floorLoop = "epoll";
+  std::string floorLoop = "epoll", clientLoop = "epoll";
+  cli.add_option("--client-loop", clientLoop, "the bench clients' event loop: epoll (default) or poll");
   cli.add_option("--floor-loop", floorLoop, "the floor server's event loop: epoll (default) or poll (as dohost)");
   cli.add_option("--floor-server", floorPort, "(internal) run the floor server on this port")->group("");
   try {
@@ -298,6 +302,7 @@ int benchMain(int argc, char** argv) {
     return 2;
   }
   LoopKind floorLoopKind = floorLoop == "poll" ? LoopKind::kPoll : LoopKind::kEpoll;
+  ClientFleet::defaultLoop() = clientLoop == "poll" ? LoopKind::kPoll : LoopKind::kEpoll;
   if (floorPort > 0) return floorServerMain(floorPort, floorLoopKind);
 
   std::set<std::string> chosen;

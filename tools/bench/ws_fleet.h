@@ -52,7 +52,12 @@ class ClientFleet {
   // Called right before a queued message is written to the socket.
   using SentFn = std::function<void(ClientConn&, SteadyClock::time_point)>;
 
-  explicit ClientFleet(LoopKind loop = LoopKind::kEpoll);
+  explicit ClientFleet(LoopKind loop = defaultLoop());
+  // The loop fleets get when none is named (--client-loop).
+  static LoopKind& defaultLoop() {
+    static LoopKind kind = LoopKind::kEpoll;
+    return kind;
+  }
   ~ClientFleet();
   ClientFleet(const ClientFleet&) = delete;
   ClientFleet& operator=(const ClientFleet&) = delete;

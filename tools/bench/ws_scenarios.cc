@@ -249,99 +249,178 @@ int autoRounds(size_t receivers) {
 
 double cpuSeconds(const ProcCpu& a, const ProcCpu& b) { return b.schedSeconds - a.schedSeconds; }
 
-// Cores' worth of CPU that other processes used during an interval (the machine's busy time
-// minus the server's and the bench's). /proc/stat counts in clock ticks: small values are noise.
-double otherCpu(double machineBusy, double ours, double wallSeconds) {
-  return std::max(0.0, machineBusy - ours) / wallSeconds;
-}
 
-// One fan-out size against one server: latency rounds, then saturation.
-Json measureFanout(Server& server, size_t receivers, int rounds, double saturationSeconds,
-                   size_t messageBytes, std::string* error) {
-  ClientFleet fleet;
-  if (!fleet.open(error)) return nullptr;
+// One server's side of a fan-out measurement: its clients, and what the blocks measured so
+// far add up to. Blocks of dohost and of the floor alternate when both fit in this process,
+// so that what other processes do on the machine falls on both alike.
+struct FanoutSide {
+  Server* server = nullptr;
+  size_t receivers = 0;
+  std::unique_ptr<ClientFleet> fleet;
+  std::unique_ptr<FanoutDriver> driver;
+  double connectSeconds = 0;
+  int64_t rssKiB = 0;
+  int rounds = 0;
+  double latCpu = 0, latTicks = 0, latWall = 0, latOther = 0;
+  uint64_t satFrames = 0;
+  double satCpu = 0, satWall = 0, satClient = 0, satOther = 0;
+  size_t window = 0;
+  bool satDrained = true;
+  std::vector<double> lastUs, firstUs;  // of the latency rounds (saturation rounds queue)
+
+  // Closes the clients (the driver first: it refers to the fleet).
+  void close() {
+    driver.reset();
+    fleet.reset();
+  }
+  ~FanoutSide() { close(); }
+};
+
+double roundTimeout(size_t receivers) { return 10 + static_cast<double>(receivers) / 500; }
+
+// Connects N+1 clients and runs 5 warm-up rounds.
+bool setUpSide(FanoutSide& side, Server& server, size_t receivers, size_t messageBytes,
+               std::string* error) {
+  side.server = &server;
+  side.receivers = receivers;
+  side.fleet = std::make_unique<ClientFleet>();
+  if (!side.fleet->open(error)) return false;
   std::string project = "bench-fanout-" + std::to_string(receivers) + "-" + uniqueSuffix();
   auto connectStart = SteadyClock::now();
-  if (!fleet.connect(server.port, server.path(project), receivers + 1, true,
-                     30 + static_cast<double>(receivers) / 100, error)) {
-    return nullptr;
+  if (!side.fleet->connect(server.port, server.path(project), receivers + 1, true,
+                           30 + static_cast<double>(receivers) / 100, error)) {
+    return false;
   }
-  double connectSeconds = microsBetween(connectStart, SteadyClock::now()) / 1e6;
-  Json out{{"server", server.kind}, {"receivers", receivers}, {"connectSeconds", connectSeconds}};
-  if (server.pid) out["rssKiB"] = readRssKib(server.pid);
-
-  FanoutDriver driver(fleet, receivers, messageBytes);
-  double roundTimeout = 10 + static_cast<double>(receivers) / 500;
+  side.connectSeconds = microsBetween(connectStart, SteadyClock::now()) / 1e6;
+  if (server.pid) side.rssKiB = readRssKib(server.pid);
+  side.driver = std::make_unique<FanoutDriver>(*side.fleet, receivers, messageBytes);
   for (int i = 0; i < 5; ++i) {
-    if (!driver.runRound(roundTimeout)) {
+    if (!side.driver->runRound(roundTimeout(receivers))) {
       *error = "a warm-up round did not reach every receiver";
-      return nullptr;
+      return false;
     }
   }
-  driver.clearSamples();
-  ProcCpu cpu0 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  side.driver->clearSamples();
+  return true;
+}
+
+// `rounds` latency rounds, one after the other.
+bool latencyBlock(FanoutSide& side, int rounds, std::string* error) {
+  pid_t pid = side.server->pid;
+  ProcCpu cpu0 = pid ? readCpu(pid) : ProcCpu{};
   ProcCpu self0 = readCpu(getpid());
   double machine0 = machineBusySeconds();
   auto t0 = SteadyClock::now();
   for (int i = 0; i < rounds; ++i) {
-    if (!driver.runRound(roundTimeout)) {
-      *error = "round " + std::to_string(i) + " did not reach every receiver in time";
-      return nullptr;
+    if (!side.driver->runRound(roundTimeout(side.receivers))) {
+      *error = "a round did not reach every receiver in time";
+      return false;
     }
   }
   auto t1 = SteadyClock::now();
-  ProcCpu cpu1 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu cpu1 = pid ? readCpu(pid) : ProcCpu{};
   ProcCpu self1 = readCpu(getpid());
   double machine1 = machineBusySeconds();
-  double frames = static_cast<double>(rounds) * static_cast<double>(receivers);
-  out["rounds"] = rounds;
-  out["frameBytes"] = driver.frameBytes();
-  out["latencyLastUs"] = toJson(summarize(driver.lastUs()));
-  out["latencyFirstUs"] = toJson(summarize(driver.firstUs()));
-  if (server.pid) {
-    out["cpuPerFrameUs"] = cpuSeconds(cpu0, cpu1) * 1e6 / frames;
-    out["cpuPerFrameTicksUs"] = (cpu1.tickSeconds - cpu0.tickSeconds) * 1e6 / frames;
-    out["serverCpuUtil"] = cpuSeconds(cpu0, cpu1) / (microsBetween(t0, t1) / 1e6);
-  }
-  out["otherCpu"] = otherCpu(machine1 - machine0, cpuSeconds(cpu0, cpu1) + cpuSeconds(self0, self1),
-                             microsBetween(t0, t1) / 1e6);
+  double wall = microsBetween(t0, t1) / 1e6;
+  side.rounds += rounds;
+  side.latCpu += cpuSeconds(cpu0, cpu1);
+  side.latTicks += cpu1.tickSeconds - cpu0.tickSeconds;
+  side.latWall += wall;
+  side.latOther += std::max(0.0, (machine1 - machine0) - cpuSeconds(cpu0, cpu1) - cpuSeconds(self0, self1));
+  return true;
+}
 
-  // Saturation: keep `window` messages in flight; count frames that arrive in the measured
-  // interval and the server's CPU time over the same interval.
-  size_t window = std::clamp<size_t>(
-      static_cast<size_t>(std::ceil(4000.0 / static_cast<double>(receivers))), 2, 32);
-  driver.setWindow(window);
+// Saturation for `seconds`: a window of messages in flight; frames that arrive in the measured
+// interval, and the server's CPU time over the same interval.
+void saturationBlock(FanoutSide& side, double seconds) {
+  FanoutDriver& driver = *side.driver;
+  ClientFleet& fleet = *side.fleet;
+  pid_t pid = side.server->pid;
+  side.window = std::clamp<size_t>(
+      static_cast<size_t>(std::ceil(4000.0 / static_cast<double>(side.receivers))), 2, 32);
+  driver.setWindow(side.window);
   driver.topUp();
   auto warmEnd = SteadyClock::now() + std::chrono::milliseconds(300);
   fleet.serveUntil([&] { return SteadyClock::now() >= warmEnd; }, 5);
   driver.setCounting(true);
-  ProcCpu s0 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu s0 = pid ? readCpu(pid) : ProcCpu{};
   ProcCpu c0 = readCpu(getpid());
   double m0 = machineBusySeconds();
   auto st0 = SteadyClock::now();
-  auto end = st0 + std::chrono::duration<double>(saturationSeconds);
-  fleet.serveUntil([&] { return SteadyClock::now() >= end; }, saturationSeconds + 5);
+  auto end = st0 + std::chrono::duration<double>(seconds);
+  fleet.serveUntil([&] { return SteadyClock::now() >= end; }, seconds + 5);
   auto st1 = SteadyClock::now();
-  ProcCpu s1 = server.pid ? readCpu(server.pid) : ProcCpu{};
+  ProcCpu s1 = pid ? readCpu(pid) : ProcCpu{};
   ProcCpu c1 = readCpu(getpid());
   double m1 = machineBusySeconds();
-  uint64_t counted = driver.countedFrames();
+  side.satFrames += driver.countedFrames();
   driver.setCounting(false);
-  bool drained = driver.drain(30 + static_cast<double>(receivers) / 200);
-  double wall = microsBetween(st0, st1) / 1e6;
-  Json sat{{"window", window},
-           {"seconds", wall},
-           {"frames", counted},
-           {"framesPerSecond", static_cast<double>(counted) / wall},
-           {"clientCpuUtil", cpuSeconds(c0, c1) / wall},
-           {"otherCpu", otherCpu(m1 - m0, cpuSeconds(s0, s1) + cpuSeconds(c0, c1), wall)}};
-  if (server.pid && counted > 0) {
-    sat["cpuPerFrameUs"] = cpuSeconds(s0, s1) * 1e6 / static_cast<double>(counted);
-    sat["serverCpuUtil"] = cpuSeconds(s0, s1) / wall;
+  side.satDrained = driver.drain(30 + static_cast<double>(side.receivers) / 200) && side.satDrained;
+  side.satWall += microsBetween(st0, st1) / 1e6;
+  side.satCpu += cpuSeconds(s0, s1);
+  side.satClient += cpuSeconds(c0, c1);
+  side.satOther += std::max(0.0, (m1 - m0) - cpuSeconds(s0, s1) - cpuSeconds(c0, c1));
+}
+
+Json sideJson(const FanoutSide& side) {
+  const FanoutDriver& d = *side.driver;
+  double frames = static_cast<double>(side.rounds) * static_cast<double>(side.receivers);
+  Json out{{"server", side.server->kind},
+           {"receivers", side.receivers},
+           {"connectSeconds", side.connectSeconds},
+           {"rounds", side.rounds},
+           {"frameBytes", d.frameBytes()},
+           {"latencyLastUs", toJson(summarize(side.lastUs))},
+           {"latencyFirstUs", toJson(summarize(side.firstUs))},
+           {"otherCpu", side.latOther / side.latWall}};
+  if (side.server->pid) {
+    out["rssKiB"] = side.rssKiB;
+    out["cpuPerFrameUs"] = side.latCpu * 1e6 / frames;
+    out["cpuPerFrameTicksUs"] = side.latTicks * 1e6 / frames;
+    out["serverCpuUtil"] = side.latCpu / side.latWall;
   }
-  if (!drained) sat["warning"] = "not every saturation round completed afterwards";
+  Json sat{{"window", side.window},
+           {"seconds", side.satWall},
+           {"frames", side.satFrames},
+           {"framesPerSecond", static_cast<double>(side.satFrames) / side.satWall},
+           {"clientCpuUtil", side.satClient / side.satWall},
+           {"otherCpu", side.satOther / side.satWall}};
+  if (side.server->pid && side.satFrames > 0) {
+    sat["cpuPerFrameUs"] = side.satCpu * 1e6 / static_cast<double>(side.satFrames);
+    sat["serverCpuUtil"] = side.satCpu / side.satWall;
+  }
+  if (!side.satDrained) sat["warning"] = "not every saturation round completed afterwards";
   out["saturation"] = sat;
   return out;
+}
+
+// The measurement blocks of one or two sides: latency rounds in `kBlocks` blocks and the
+// saturation time in two halves, alternating between the sides (ABBA order).
+constexpr int kBlocks = 4;
+
+bool measureSides(std::vector<FanoutSide*> sides, int rounds, double saturationSeconds,
+                  std::string* error) {
+  int perBlock = std::max(1, rounds / kBlocks);
+  for (int b = 0; b < kBlocks; ++b) {
+    for (size_t k = 0; k < sides.size(); ++k) {
+      FanoutSide* side = sides[b % 2 == 0 ? k : sides.size() - 1 - k];
+      int n = b == kBlocks - 1 ? rounds - perBlock * (kBlocks - 1) : perBlock;
+      if (!latencyBlock(*side, n, error)) {
+        *error = side->server->kind + ": " + *error;
+        return false;
+      }
+    }
+  }
+  for (FanoutSide* side : sides) {
+    side->lastUs = side->driver->lastUs();
+    side->firstUs = side->driver->firstUs();
+  }
+  for (int b = 0; b < 2; ++b) {
+    for (size_t k = 0; k < sides.size(); ++k) {
+      saturationBlock(*sides[b % 2 == 0 ? k : sides.size() - 1 - k], saturationSeconds / 2);
+    }
+  }
+  return true;
 }
 
 double num(const Json& j, const char* a, const char* b = nullptr) {
@@ -375,44 +454,71 @@ Json runFanoutBench(const WsBenchOptions& o) {
   for (size_t n : o.sockets) {
     int rounds = o.rounds > 0 ? o.rounds : autoRounds(n);
     Json entry{{"sockets", n}};
+    // Both sides' clients in this process at once only while that stays within 10,000
+    // sockets; above, dohost is measured first, then the floor.
+    bool together = o.floor && 2 * (n + 1) <= 10000;
+    entry["interleaved"] = together;
     std::string error;
-    std::fprintf(stderr, "  fanout %zu: dohost ...\n", n);
-    size_t deliveredBytes = 0;
-    if (auto s = startDohost(o, true, &error)) {
-      Json d = measureFanout(*s, n, rounds, o.saturationSeconds, static_cast<size_t>(o.messageBytes), &error);
-      if (d.is_null()) {
-        entry["dohost"] = Json{{"error", error}};
-        if (s->child) entry["dohost"]["log"] = s->child->logTail(600);
-      } else {
-        entry["dohost"] = d;
-        deliveredBytes = d["frameBytes"].get<size_t>();
+    FanoutSide d, f;
+    std::unique_ptr<Server> dohost, floor;
+    bool dOk = false, fOk = false;
+
+    std::fprintf(stderr, "  fanout %zu: dohost%s ...\n", n, together ? " and floor, interleaved" : "");
+    dohost = startDohost(o, true, &error);
+    dOk = dohost && setUpSide(d, *dohost, n, static_cast<size_t>(o.messageBytes), &error);
+    if (!dOk) {
+      entry["dohost"] = Json{{"error", error}};
+      if (dohost && dohost->child) entry["dohost"]["log"] = dohost->child->logTail(600);
+    }
+    // The same bytes on the wire as dohost delivered.
+    size_t floorBytes = dOk ? d.driver->frameBytes() : static_cast<size_t>(o.messageBytes) + 70;
+    auto setUpFloor = [&] {
+      error.clear();
+      floor = startFloor(o, &error);
+      fOk = floor && setUpSide(f, *floor, n, floorBytes, &error);
+      if (!fOk) entry["floor"] = Json{{"error", error}};
+    };
+    if (together) {
+      setUpFloor();
+      std::vector<FanoutSide*> sides;
+      if (dOk) sides.push_back(&d);
+      if (fOk) sides.push_back(&f);
+      if (!sides.empty() && !measureSides(sides, rounds, o.saturationSeconds, &error)) {
+        Json failed{{"error", error}};
+        if (dOk) entry["dohost"] = failed;
+        if (fOk) entry["floor"] = failed;
+        dOk = fOk = false;
       }
     } else {
-      entry["dohost"] = Json{{"error", error}};
-    }
-    if (o.floor) {
-      std::fprintf(stderr, "  fanout %zu: floor ...\n", n);
-      error.clear();
-      if (auto s = startFloor(o, &error)) {
-        // The same bytes on the wire as dohost delivered.
-        size_t bytes = deliveredBytes ? deliveredBytes : static_cast<size_t>(o.messageBytes) + 60;
-        Json f = measureFanout(*s, n, rounds, o.saturationSeconds, bytes, &error);
-        entry["floor"] = f.is_null() ? Json{{"error", error}} : f;
-      } else {
-        entry["floor"] = Json{{"error", error}};
+      if (dOk && !measureSides({&d}, rounds, o.saturationSeconds, &error)) {
+        entry["dohost"] = Json{{"error", error}};
+        dOk = false;
+      }
+      if (dOk) entry["dohost"] = sideJson(d);
+      dohost.reset();
+      d.close();
+      if (o.floor) {
+        std::fprintf(stderr, "  fanout %zu: floor ...\n", n);
+        setUpFloor();
+        if (fOk && !measureSides({&f}, rounds, o.saturationSeconds, &error)) {
+          entry["floor"] = Json{{"error", error}};
+          fOk = false;
+        }
       }
     }
+    if (dOk && together) entry["dohost"] = sideJson(d);
+    if (fOk) entry["floor"] = sideJson(f);
     if (entry.contains("floor") && !entry["dohost"].contains("error") && !entry["floor"].contains("error")) {
-      const Json& d = entry["dohost"];
-      const Json& f = entry["floor"];
+      const Json& dj = entry["dohost"];
+      const Json& fj = entry["floor"];
       entry["ratio"] = Json{
-          {"latencyLastMedian", ratio(num(d, "latencyLastUs", "median"), num(f, "latencyLastUs", "median"))},
-          {"latencyLastP99", ratio(num(d, "latencyLastUs", "p99"), num(f, "latencyLastUs", "p99"))},
-          {"cpuPerFrame", ratio(num(d, "cpuPerFrameUs"), num(f, "cpuPerFrameUs"))},
+          {"latencyLastMedian", ratio(num(dj, "latencyLastUs", "median"), num(fj, "latencyLastUs", "median"))},
+          {"latencyLastP99", ratio(num(dj, "latencyLastUs", "p99"), num(fj, "latencyLastUs", "p99"))},
+          {"cpuPerFrame", ratio(num(dj, "cpuPerFrameUs"), num(fj, "cpuPerFrameUs"))},
           {"saturationCpuPerFrame",
-           ratio(num(d, "saturation", "cpuPerFrameUs"), num(f, "saturation", "cpuPerFrameUs"))},
+           ratio(num(dj, "saturation", "cpuPerFrameUs"), num(fj, "saturation", "cpuPerFrameUs"))},
           {"saturationFramesPerSecond",
-           ratio(num(d, "saturation", "framesPerSecond"), num(f, "saturation", "framesPerSecond"))}};
+           ratio(num(dj, "saturation", "framesPerSecond"), num(fj, "saturation", "framesPerSecond"))}};
     }
     std::fprintf(stderr, "  fanout %zu: last receiver p50 %.0f / p99 %.0f us (floor %.0f / %.0f), "
                  "cpu/frame %.2f us (floor %.2f)\n",
@@ -421,6 +527,11 @@ Json runFanoutBench(const WsBenchOptions& o) {
                  entry.contains("floor") ? num(entry["floor"], "latencyLastUs", "p99") : 0.0,
                  num(entry["dohost"], "cpuPerFrameUs"),
                  entry.contains("floor") ? num(entry["floor"], "cpuPerFrameUs") : 0.0);
+    // The servers first (SIGKILL, see docs/performance.md), then the clients.
+    dohost.reset();
+    floor.reset();
+    d.close();
+    f.close();
     results.push_back(entry);
   }
   return results;
