@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -117,12 +118,7 @@ class ProjectApp : public App {
       adminToken_ = it->second;
     }
     if (auto it = settings.find("cleanup_seconds"); it != settings.end()) {
-      try {
-        double seconds = std::stod(it->second);
-        if (seconds >= 0) cleanupMs_ = static_cast<int64_t>(seconds * 1000);
-      } catch (const std::exception&) {
-        logLine(LogLevel::kWarn, appName_ + ": cleanup_seconds is not a number; using 300");
-      }
+      cleanupMs_ = parseCleanupSeconds(it->second);
     }
   }
 
@@ -205,6 +201,22 @@ class ProjectApp : public App {
   }
 
   static int64_t nowMillis() { return toUnixMillis(SystemClock().now()); }
+
+  // A bad value stops the host at start (the host turns the exception into exit code 2).
+  static int64_t parseCleanupSeconds(const std::string& text) {
+    size_t used = 0;
+    double seconds = -1;
+    try {
+      seconds = std::stod(text, &used);
+    } catch (const std::exception&) {
+    }
+    // At most ten years, so the milliseconds fit comfortably.
+    if (used != text.size() || !(seconds >= 0) || seconds > 315'360'000) {
+      throw std::invalid_argument("cleanup_seconds must be a number of seconds >= 0, got '" +
+                                  text + "'");
+    }
+    return static_cast<int64_t>(seconds * 1000);
+  }
 
   std::string appName_;
   std::string className_;

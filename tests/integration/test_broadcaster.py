@@ -511,6 +511,17 @@ class BroadcasterCleanupTest(unittest.IsolatedAsyncioTestCase):
         await close_all(p.ws.values())
 
 
+class BroadcasterSettingsTest(unittest.TestCase):
+    def test_a_bad_cleanup_delay_stops_the_host_with_exit_code_2(self):
+        for value in ("soon", "-1", "5s", ""):
+            host = Host(apps=("broadcaster",), env={"DOHOST_BROADCASTER_CLEANUP_SECONDS": value})
+            try:
+                with self.assertRaisesRegex(RuntimeError, "exited with 2: .*cleanup_seconds"):
+                    host.start()
+            finally:
+                host.close()
+
+
 class BroadcasterAdminTokenTest(unittest.IsolatedAsyncioTestCase):
     async def asyncSetUp(self):
         self.host = Host(apps=("broadcaster",),
