@@ -129,6 +129,7 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
   // Retries exhausted: keep it visible as failed, with its last error, instead of dropping it.
   alarms_.erase(key);
   try {
+    slot->flush();  // other events' grouped writes first; then the failure record alone
     storage::ObjectDatabase& db = slot->database();
     storage::AlarmFailure failure{toUnixMillis(info.scheduledTime), a.retryCount, error,
                                   toUnixMillis(clock_.now())};

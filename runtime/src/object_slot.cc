@@ -56,6 +56,7 @@ storage::ObjectDatabase& ObjectSlot::database() {
 }
 
 void ObjectSlot::closeDatabase() {
+  if (flushScheduled_ || !held_.empty()) flush();
   if (db_ && db_->inTransaction()) (void)db_->rollback();
   db_.reset();
 }
@@ -71,7 +72,8 @@ storage::ObjectDatabase& ObjectSlot::writable() {
 
 // --- events ---------------------------------------------------------------------------------
 
-bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::string* error) {
+bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::string* error,
+                          CommitMode mode) {
   if (inEvent_) {
     // An event never starts inside another event of the same object; the runtime defers.
     if (error) *error = "re-entrant event";
@@ -82,7 +84,14 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   alarmChange_.reset();
   txnDepth_ = 0;
   std::optional<std::string> failure;
+  // Earlier events of this loop turn may have written without committing yet (grouped
+  // commit); this event's writes then sit in a savepoint so a failure undoes only them.
+  bool joined = db_ && db_->inTransaction();
   try {
+    if (joined) {
+      Status s = db_->savepoint("_do_event");
+      if (!s.isOk()) throw StorageError(s);
+    }
     if (!instance_) {
       // Reached by id after a restart: the name is in the object's database.
       if (!name_ && constructedBefore_) database();
@@ -91,10 +100,9 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
       constructedBefore_ = true;
     }
     body(*instance_);
-    if (db_ && db_->inTransaction()) {
-      Status s = db_->commit();
+    if (joined) {
+      Status s = db_->release("_do_event");
       if (!s.isOk()) throw StorageError(s);
-      ++runtime_.metrics(className_).commits;
     }
   } catch (const std::exception& e) {
     failure = e.what();
@@ -105,15 +113,54 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   inEvent_ = false;
   lastActivity_ = runtime_.clock().now();
   if (failure) {
-    if (db_ && db_->inTransaction()) (void)db_->rollback();
+    if (db_ && db_->inTransaction()) {
+      if (joined) {
+        (void)db_->rollbackTo("_do_event");
+      } else {
+        (void)db_->rollback();
+      }
+    }
     alarmChange_.reset();
     dropInstance(*failure);
     if (error) *error = *failure;
     runtime_.touch(*this);
     return false;
   }
-  if (alarmChange_) runtime_.alarmChanged(*this, *alarmChange_);
-  release(*effects);
+  held_.push_back(Held{std::move(*effects), alarmChange_});
+  alarmChange_.reset();
+  if (db_ && db_->inTransaction() && mode == CommitMode::kGrouped) {
+    // Commit once for every event of this loop turn: one fsync for a burst of messages.
+    if (!flushScheduled_) {
+      flushScheduled_ = true;
+      runtime_.defer([this] { flush(); });
+    }
+    runtime_.touch(*this);
+    return true;
+  }
+  bool committed = flush();
+  if (!committed && error) *error = "commit failed";
+  return committed;
+}
+
+bool ObjectSlot::flush() {
+  flushScheduled_ = false;
+  if (db_ && db_->inTransaction()) {
+    Status s = db_->commit();
+    if (!s.isOk()) {
+      (void)db_->rollback();
+      held_.clear();  // nobody hears of writes that did not persist
+      dropInstance("commit failed: " + s.toString());
+      runtime_.touch(*this);
+      return false;
+    }
+    ++runtime_.metrics(className_).commits;
+  }
+  std::vector<Held> held = std::move(held_);
+  held_.clear();
+  for (Held& h : held) {
+    if (h.alarmChange) runtime_.alarmChanged(*this, *h.alarmChange);
+    release(h.effects);
+  }
   runtime_.touch(*this);
   return true;
 }
@@ -136,6 +183,7 @@ void ObjectSlot::dropInstance(const std::string& why) {
 
 std::optional<std::string> ObjectSlot::evictionBlocker() const {
   if (inEvent_) return "event in flight";
+  if (flushScheduled_) return "commit pending";
   if (!timers_.empty()) return "pending timer";
   for (const auto& weak : pending_) {
     if (auto p = weak.lock(); p && p->isOpen()) return "pending response";
@@ -146,6 +194,7 @@ std::optional<std::string> ObjectSlot::evictionBlocker() const {
 
 void ObjectSlot::evict() {
   if (!instance_) return;
+  flush();  // what earlier events wrote is committed (and their messages sent) first
   instance_.reset();
   ++generation_;
   // A forced eviction (admin API, shutdown) may leave work the instance can no longer finish:

@@ -37,7 +37,15 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   // Runs one event: constructs the instance if needed, runs `body`, commits, then releases
   // what the event sent. Returns false (with `error`) if the constructor, the body or the
   // commit failed: then nothing was sent, the writes rolled back and the instance is dropped.
-  bool runEvent(const std::function<void(DurableObject&)>& body, std::string* error = nullptr);
+  // kGrouped: the commit (and the release of what the event sent) happens once for all events
+  // of the object in this loop turn. kNow: commit before returning (fetch returns its response
+  // to the server directly; alarms decide on retries from the outcome).
+  enum class CommitMode { kGrouped, kNow };
+  bool runEvent(const std::function<void(DurableObject&)>& body, std::string* error = nullptr,
+                CommitMode mode = CommitMode::kNow);
+  // Commits what grouped events wrote and releases their output. False if the commit failed.
+  bool flush();
+  bool flushPending() const { return flushScheduled_; }
 
   bool isLive() const { return instance_ != nullptr; }
   bool inEvent() const { return inEvent_; }
@@ -135,6 +143,12 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   bool inEvent_ = false;
   bool constructedBefore_ = false;
   std::unique_ptr<Effects> effects_;  // the output gate of the running event
+  struct Held {
+    Effects effects;
+    std::optional<std::optional<TimePoint>> alarmChange;
+  };
+  std::vector<Held> held_;  // events that ended but whose commit is still to come, in order
+  bool flushScheduled_ = false;
   std::optional<std::optional<TimePoint>> alarmChange_;
   int txnDepth_ = 0;
   std::map<uint64_t, std::shared_ptr<detail::SocketRecord>> sockets_;  // by id = accept order

@@ -40,7 +40,9 @@ void Runtime::shutdown() {
   if (shuttingDown_) return;
   shuttingDown_ = true;
   for (auto& [key, slot] : slots_) {
-    if (!slot->inEvent()) slot->evict();
+    if (slot->inEvent()) continue;
+    slot->flush();
+    slot->evict();
   }
   slots_.clear();
   alarms_.clear();
@@ -135,14 +137,19 @@ void Runtime::idleCheck(ObjectSlot& slot) {
 }
 
 void Runtime::maybeForget(ObjectSlot& slot) {
-  if (slot.isLive() || slot.inEvent() || slot.hasSockets() || slot.evictionBlocker()) return;
+  if (slot.isLive() || slot.inEvent() || slot.hasSockets() || slot.evictionBlocker() ||
+      slot.flushPending()) {
+    return;
+  }
   std::string key = slotKey(slot.className(), slot.id());
   // Deferred: the caller may still be inside a method of this slot.
   defer([this, key] {
     auto it = slots_.find(key);
     if (it == slots_.end()) return;
     ObjectSlot& s = *it->second;
-    if (s.isLive() || s.inEvent() || s.hasSockets() || s.evictionBlocker()) return;
+    if (s.isLive() || s.inEvent() || s.hasSockets() || s.evictionBlocker() || s.flushPending()) {
+      return;
+    }
     slots_.erase(it);
   });
 }
@@ -202,7 +209,8 @@ void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Mes
   }
   WebSocket ws(socket);
   std::string error;
-  if (!slot->runEvent([&](DurableObject& o) { o.webSocketMessage(ws, message); }, &error)) {
+  if (!slot->runEvent([&](DurableObject& o) { o.webSocketMessage(ws, message); }, &error,
+                      ObjectSlot::CommitMode::kGrouped)) {
     logLine(LogLevel::kError, "webSocketMessage failed: " + error, slot->className(), slot->id());
   }
 }
@@ -215,7 +223,8 @@ void Runtime::onClose(const std::shared_ptr<detail::SocketRecord>& socket, Close
   slot->removeSocket(socket->id);
   WebSocket ws(socket);
   std::string error;
-  if (!slot->runEvent([&](DurableObject& o) { o.webSocketClose(ws, info); }, &error)) {
+  if (!slot->runEvent([&](DurableObject& o) { o.webSocketClose(ws, info); }, &error,
+                      ObjectSlot::CommitMode::kGrouped)) {
     logLine(LogLevel::kError, "webSocketClose failed: " + error, slot->className(), slot->id());
   }
 }
@@ -228,7 +237,8 @@ void Runtime::onError(const std::shared_ptr<detail::SocketRecord>& socket, std::
   slot->removeSocket(socket->id);
   WebSocket ws(socket);
   std::string error;
-  if (!slot->runEvent([&](DurableObject& o) { o.webSocketError(ws, reason); }, &error)) {
+  if (!slot->runEvent([&](DurableObject& o) { o.webSocketError(ws, reason); }, &error,
+                      ObjectSlot::CommitMode::kGrouped)) {
     logLine(LogLevel::kError, "webSocketError failed: " + error, slot->className(), slot->id());
   }
 }

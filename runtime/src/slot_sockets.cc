@@ -122,7 +122,7 @@ TimerId ObjectSlot::setTimeout(Duration delay, std::function<void()> fn) {
   TimerQueue::Id id = runtime_.schedule(now() + delay, [this, generation, holder, fn] {
     timers_.erase(*holder);
     if (generation != generation_ || !instance_) return;  // the instance it belonged to is gone
-    runEvent([&](DurableObject&) { fn(); });
+    runEvent([&](DurableObject&) { fn(); }, nullptr, CommitMode::kGrouped);
   });
   *holder = id;
   timers_.insert(id);
@@ -150,7 +150,8 @@ class SlotStub final : public Stub {
       rt.defer([caller, generation, onResponse, r = std::move(r)]() mutable {
         --caller->pendingStubCalls_;
         if (generation != caller->generation_ || !caller->instance_) return;
-        caller->runEvent([&](DurableObject&) { onResponse(std::move(r)); });
+        caller->runEvent([&](DurableObject&) { onResponse(std::move(r)); }, nullptr,
+                         ObjectSlot::CommitMode::kGrouped);
       });
     };
     // The request leaves like any other output: only if the caller's event commits.

@@ -136,6 +136,9 @@ class DoctlCase(unittest.IsolatedAsyncioTestCase):
         ws = await self.host.connect("broadcaster", f"/websocket?type=runtime&projectId={project}")
         await recv_json(ws)
         await ws.close()
+        # The host has handled the close (and committed the moved alarm) once it lists no socket.
+        self.wait_for(lambda: self.host.admin_json("GET", f"/objects/Broadcaster/{project}", token=ADMIN_TOKEN)[1]["sockets"] == 0,
+                      what=f"{project}'s client to be gone")
         return self.wait_for(lambda: (o := self.object_json("Broadcaster", project))
                              and o["alarm"] and o, what=f"{project}'s cleanup alarm")
 

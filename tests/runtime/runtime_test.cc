@@ -108,6 +108,18 @@ TEST_CASE_FIXTURE(RuntimeFixture, "a call to another object leaves only if the c
   CHECK_FALSE(slot().evictionBlocker());
 }
 
+TEST_CASE_FIXTURE(RuntimeFixture, "events of one loop turn share one commit") {
+  body("/timer?ms=100");
+  body("/timer?ms=100");
+  body("/timer?ms=100");
+  int64_t commits = metrics().commits;
+  advance(Duration(100));  // three timer events fall due together
+  CHECK(metrics().commits == commits + 1);
+  CHECK(body("/get") == "3");
+  restart();
+  CHECK(body("/get") == "3");  // and the grouped commit is on disk
+}
+
 TEST_CASE_FIXTURE(RuntimeFixture, "admin eviction drops the instance and keeps storage") {
   body("/inc");
   CHECK(runtime->evictNow(slot()));
