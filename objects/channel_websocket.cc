@@ -42,12 +42,6 @@ void sendError(WebSocket& ws, std::string_view message) {
   sendJson(ws, json{{"type", "error"}, {"message", message}});
 }
 
-std::string lowercase(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -814,15 +808,8 @@ int ChannelsApp::shardOf(std::string_view userId, int shards) {
 
 std::optional<nlohmann::json> ChannelsApp::authenticate(const Request& request,
                                                         std::string* error) const {
-  std::optional<std::string> token;
-  if (auto header = request.header("authorization")) {
-    std::string_view value = trim(*header);
-    if (value.size() > 7 && lowercase(value.substr(0, 7)) == "bearer ") {
-      token = std::string(trim(value.substr(7)));
-    }
-  }
-  if (!token) token = request.queryParam("token");
-  if (!token || token->empty()) {
+  std::optional<std::string> token = request.bearerToken();
+  if (!token) {
     *error = "missing token (Authorization: Bearer <JWT> or ?token=<JWT>)";
     return std::nullopt;
   }

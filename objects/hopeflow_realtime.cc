@@ -352,15 +352,8 @@ HopeFlowApp::HopeFlowApp(const AppSettings& settings) {
 
 std::optional<std::string> HopeFlowApp::authenticate(const Request& request,
                                                      std::string* error) const {
-  std::optional<std::string> token;
-  if (auto header = request.header("authorization")) {
-    std::string_view value = trim(*header);
-    if (value.size() > 7 && lowercase(value.substr(0, 7)) == "bearer ") {
-      token = std::string(trim(value.substr(7)));
-    }
-  }
-  if (!token) token = request.queryParam("token");
-  if (!token || token->empty()) {
+  std::optional<std::string> token = request.bearerToken();
+  if (!token) {
     *error = "missing token (Authorization: Bearer <JWT> or ?token=<JWT>)";
     return std::nullopt;
   }

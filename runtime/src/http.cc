@@ -88,6 +88,24 @@ std::optional<std::string> Request::queryParam(std::string_view name) const {
   return std::nullopt;
 }
 
+std::optional<std::string> Request::bearerToken() const {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  std::optional<std::string> token;
+  if (auto h = header("authorization")) {
+    std::string_view value = trim(*h);
+    if (value.size() > 7 && equalsIgnoreCase(value.substr(0, 7), "bearer ")) {
+      token = std::string(trim(value.substr(7)));
+    }
+  }
+  if (!token) token = queryParam("token");
+  if (token && token->empty()) return std::nullopt;
+  return token;
+}
+
 PendingResponse Request::defer() {
   if (!pending_) throw UsageError("this request cannot be answered later (a WebSocket upgrade?)");
   return PendingResponse(pending_);

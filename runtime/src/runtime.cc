@@ -216,20 +216,19 @@ void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Mes
 }
 
 void Runtime::onClose(const std::shared_ptr<detail::SocketRecord>& socket, CloseInfo info) {
-  ObjectSlot* slot = socket->slot;
-  socket->transport = nullptr;
-  if (slot == nullptr) return;
-  socket->state = detail::SocketState::kClosed;
-  slot->removeSocket(socket->id);
-  WebSocket ws(socket);
-  std::string error;
-  if (!slot->runEvent([&](DurableObject& o) { o.webSocketClose(ws, info); }, &error,
-                      ObjectSlot::CommitMode::kGrouped)) {
-    logLine(LogLevel::kError, "webSocketClose failed: " + error, slot->className(), slot->id());
-  }
+  endSocket(socket, "webSocketClose",
+            [&](DurableObject& o, WebSocket ws) { o.webSocketClose(ws, info); });
 }
 
 void Runtime::onError(const std::shared_ptr<detail::SocketRecord>& socket, std::string reason) {
+  endSocket(socket, "webSocketError",
+            [&](DurableObject& o, WebSocket ws) { o.webSocketError(ws, reason); });
+}
+
+// The last event of a socket: it leaves the object's socket list first (so getWebSockets no
+// longer shows it), then the handler runs; nothing follows.
+void Runtime::endSocket(const std::shared_ptr<detail::SocketRecord>& socket, const char* what,
+                        const std::function<void(DurableObject&, WebSocket)>& handler) {
   ObjectSlot* slot = socket->slot;
   socket->transport = nullptr;
   if (slot == nullptr) return;
@@ -237,9 +236,9 @@ void Runtime::onError(const std::shared_ptr<detail::SocketRecord>& socket, std::
   slot->removeSocket(socket->id);
   WebSocket ws(socket);
   std::string error;
-  if (!slot->runEvent([&](DurableObject& o) { o.webSocketError(ws, reason); }, &error,
+  if (!slot->runEvent([&](DurableObject& o) { handler(o, ws); }, &error,
                       ObjectSlot::CommitMode::kGrouped)) {
-    logLine(LogLevel::kError, "webSocketError failed: " + error, slot->className(), slot->id());
+    logLine(LogLevel::kError, std::string(what) + " failed: " + error, slot->className(), slot->id());
   }
 }
 

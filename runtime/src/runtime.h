@@ -136,6 +136,8 @@ class Runtime {
                      const std::optional<std::string>& name, TimePoint when, int retryCount);
   void fireAlarm(const std::string& key, bool force);
   void idleCheck(ObjectSlot& slot);
+  void endSocket(const std::shared_ptr<detail::SocketRecord>& socket, const char* what,
+                 const std::function<void(DurableObject&, WebSocket)>& handler);
   void maybeForget(ObjectSlot& slot);
 
   RuntimeOptions options_;

@@ -55,6 +55,9 @@ class Request {
   void setHeader(std::string name, std::string value);
   void removeHeader(std::string_view name);
   std::optional<std::string> queryParam(std::string_view name) const;  // decoded, first match
+  // The credential of `Authorization: Bearer <token>` (scheme case-insensitive), else the
+  // `?token=` query parameter; nullopt when neither is there or it is empty.
+  std::optional<std::string> bearerToken() const;
 
   bool isWebSocketUpgrade() const { return upgrade_ != nullptr; }
 
