@@ -52,7 +52,7 @@ bool parseSockets(const std::string& text, std::vector<size_t>* out) {
     try {
       size_t pos = 0;
       long long v = std::stoll(item, &pos);
-      if (pos != item.size() || v < 1 || v > 19000) return false;
+      if (pos != item.size() || v < 1 || v > 10000) return false;
       out->push_back(static_cast<size_t>(v));
     } catch (const std::exception&) {
       return false;
@@ -323,7 +323,12 @@ int benchMain(int argc, char** argv) {
   WsBenchOptions o;
   o.selfPath = selfPath();
   if (!parseSockets(socketsText, &o.sockets)) {
-    std::fprintf(stderr, "dohost-bench: --sockets wants numbers from 1 to 19000, comma-separated\n");
+    std::fprintf(stderr, "dohost-bench: --sockets wants numbers from 1 to 10000, comma-separated\n");
+    return 2;
+  }
+  if (rounds < 0 || saturationSeconds <= 0 || storageSeconds <= 0 || wakeSamples < 1 ||
+      messageBytes < 64 || messageBytes > 65536 || memorySockets == 1 || memorySockets > 10000) {
+    std::fprintf(stderr, "dohost-bench: a size flag is out of range (see --help)\n");
     return 2;
   }
   o.rounds = rounds;
