@@ -1,6 +1,9 @@
 #include "server.h"
 
+#include <ev.h>
 #include <libwebsockets.h>
+
+#include <unistd.h>
 
 #include <cstring>
 #include <deque>
@@ -44,6 +47,13 @@ struct Conn final : detail::Transport {
       fail(1008, "outbound queue full: the client does not keep up");
       return SendResult::kDropped;
     }
+    // Nothing waiting and the kernel took everything so far: write now, as the loop would on
+    // the next writable callback, without a loop turn per receiver.
+    if (established && outbox.empty() && !lws_partial_buffered(wsi)) {
+      if (writeFrame(*frame)) return SendResult::kQueued;
+      fail(1011, "write failed");
+      return SendResult::kClosed;
+    }
     outbox.push_back(frame);
     queued += frame->size();
     if (established) lws_callback_on_writable(wsi);
@@ -59,6 +69,14 @@ struct Conn final : detail::Transport {
   }
 
   size_t queuedBytes() const override { return queued; }
+
+  // One frame to lws; the header goes into the frame's headroom. What the kernel does not take
+  // now lws keeps (lws_partial_buffered) and sends before anything else.
+  bool writeFrame(Frame& frame) {
+    auto* payload = reinterpret_cast<unsigned char*>(frame.bytes.data()) + kFrameHeadroom;
+    int n = lws_write(wsi, payload, frame.size(), frame.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    return n >= static_cast<int>(frame.size());
+  }
 
   // A protocol or resource error: close with `code` at once and tell the object (error event).
   void fail(int code, const std::string& reason) {
@@ -78,8 +96,10 @@ struct Conn final : detail::Transport {
   }
 };
 
+// The runtime's next deadline: a libev timer on our loop (an lws_sul when lws runs its own).
 struct Server::TimerBox {
   lws_sorted_usec_list_t sul{};
+  ev_timer timer{};
   Server* server = nullptr;
 };
 
@@ -154,10 +174,12 @@ Server::Server(const HostOptions& options, Runtime& runtime, const Registry& reg
 }
 
 Server::~Server() {
+  if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
     lws_sul_cancel(&timer_->sul);
     lws_context_destroy(context_);
   }
+  if (loop_ != nullptr) ev_loop_destroy(static_cast<struct ev_loop*>(loop_));
 }
 
 bool Server::start(std::string* error) {
@@ -176,6 +198,14 @@ bool Server::start(std::string* error) {
   info.port = CONTEXT_PORT_NO_LISTEN;
   info.pt_serv_buf_size = 64 * 1024;
   info.fd_limit_per_thread = 0;
+  // epoll through lws' libev event library, on a loop we own: a loop turn then costs what the
+  // ready sockets cost, not every open (mostly hibernated) socket as poll() would.
+  loop_ = ev_loop_new(EVBACKEND_EPOLL);
+  void* loops[1] = {loop_};
+  if (loop_ != nullptr) {
+    info.foreign_loops = loops;
+    info.options |= LWS_SERVER_OPTION_LIBEV;
+  }
   context_ = lws_create_context(&info);
   if (context_ == nullptr) {
     *error = "cannot create the event loop";
@@ -236,6 +266,11 @@ bool Server::start(std::string* error) {
   admin->options = options_.admin;
   if (!add(std::move(admin))) return false;
 
+  ev_init(&timer_->timer, [](struct ev_loop*, ev_timer* w, int) {
+    // The ev_timer is a member of TimerBox; step back to the box.
+    auto* box = reinterpret_cast<TimerBox*>(reinterpret_cast<char*>(w) - offsetof(TimerBox, timer));
+    box->server->onTimer();
+  });
   runtime_.setWakeHook([this] { armTimer(); });
   armTimer();
   for (const auto& l : listeners_) {
@@ -250,10 +285,18 @@ void Server::armTimer() {
   if (context_ == nullptr) return;
   std::optional<TimePoint> next = runtime_.timers().next();
   if (!next) {
+    if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
     lws_sul_cancel(&timer_->sul);
     return;
   }
   int64_t deltaMs = toUnixMillis(*next) - toUnixMillis(runtime_.clock().now());
+  if (loop_ != nullptr) {
+    auto* loop = static_cast<struct ev_loop*>(loop_);
+    ev_timer_stop(loop, &timer_->timer);
+    ev_timer_set(&timer_->timer, deltaMs <= 0 ? 0.0 : static_cast<double>(deltaMs) / 1000.0, 0.0);
+    ev_timer_start(loop, &timer_->timer);
+    return;
+  }
   lws_usec_t us = deltaMs <= 0 ? 1 : static_cast<lws_usec_t>(deltaMs) * 1000;
   lws_sul_schedule(context_, 0, &timer_->sul,
                    [](lws_sorted_usec_list_t* sul) {
@@ -273,9 +316,17 @@ void Server::requestStop() {
   if (context_) lws_cancel_service(context_);
 }
 
+bool Server::serviceOnce(bool wait) {
+  if (loop_ != nullptr) {
+    ev_run(static_cast<struct ev_loop*>(loop_), wait ? EVRUN_ONCE : EVRUN_NOWAIT);
+    return true;
+  }
+  return lws_service(context_, wait ? 0 : -1) >= 0;
+}
+
 void Server::run() {
   while (!stopRequested_) {
-    if (lws_service(context_, 0) < 0) break;
+    if (!serviceOnce(true)) break;
   }
   beginShutdown();
 }
@@ -291,7 +342,8 @@ void Server::beginShutdown() {
     bool anyWs = false;
     for (auto& [wsi, c] : conns_) anyWs = anyWs || (c->record != nullptr);
     if (!anyWs) break;
-    if (lws_service(context_, 50) < 0) break;
+    if (!serviceOnce(false)) break;
+    usleep(2000);
   }
   runtime_.runDue();
 }
@@ -614,14 +666,12 @@ int Server::onReceive(lws* wsi, Conn& c, const char* data, size_t len) {
 
 int Server::onWritable(lws* wsi, Conn& c) {
   // Several frames per callback while the kernel takes them; the rest on the next one.
-  for (int i = 0; i < 64 && !c.outbox.empty(); ++i) {
-    if (lws_send_pipe_choked(wsi)) break;
+  // lws_partial_buffered says, without a system call, that the kernel stopped taking bytes.
+  for (int i = 0; i < 64 && !c.outbox.empty() && !lws_partial_buffered(wsi); ++i) {
     FramePtr frame = std::move(c.outbox.front());
     c.outbox.pop_front();
     c.queued -= frame->size();
-    auto* payload = reinterpret_cast<unsigned char*>(frame->bytes.data()) + kFrameHeadroom;
-    int n = lws_write(wsi, payload, frame->size(), frame->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (n < static_cast<int>(frame->size())) return -1;
+    if (!c.writeFrame(*frame)) return -1;
   }
   if (!c.outbox.empty()) {
     lws_callback_on_writable(wsi);

@@ -65,11 +65,13 @@ class Server {
   int onWritable(lws* wsi, Conn& c);
   void onClosed(lws* wsi, Conn& c);
   void beginShutdown();
+  bool serviceOnce(bool wait);
 
   const HostOptions& options_;
   Runtime& runtime_;
   const Registry& registry_;
   lws_context* context_ = nullptr;
+  void* loop_ = nullptr;  // the libev (epoll) loop lws runs on
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<lws*, std::unique_ptr<Conn>> conns_;
   std::atomic<bool> stopRequested_{false};
