@@ -59,7 +59,7 @@ json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
       }
     } catch (const std::exception&) {
     }
-    if (!slot.isLive()) slot.closeDatabase();
+    if (!slot.isLive()) rt.parkDatabase(slot);  // opened to read it: keep it bounded
     json sockets = json::array();
     for (const auto& [id, s] : slot.sockets()) sockets.push_back(socketJson(*s));
     j["socketList"] = std::move(sockets);

@@ -23,6 +23,7 @@ ObjectSlot::ObjectSlot(Runtime& runtime, const ObjectFactory& factory, std::stri
 }
 
 ObjectSlot::~ObjectSlot() {
+  runtime_.unparkDatabase(*this);
   for (TimerQueue::Id t : timers_) runtime_.timers().cancel(t);
   if (idleTimer_) runtime_.timers().cancel(*idleTimer_);
 }
@@ -95,6 +96,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
     if (!instance_) {
       // Reached by id after a restart: the name is in the object's database.
       if (!name_ && constructedBefore_) database();
+      runtime_.unparkDatabase(*this);
       instance_ = factory_(*this);
       if (constructedBefore_) ++runtime_.metrics(className_).rehydrations;
       constructedBefore_ = true;
@@ -208,7 +210,7 @@ void ObjectSlot::evict() {
     }
   }
   pending_.clear();
-  closeDatabase();
+  runtime_.parkDatabase(*this);  // the handle stays open (bounded): waking costs no reopen
   ++runtime_.metrics(className_).evictions;
   logLine(LogLevel::kDebug, "evicted", className_, id_);
 }

@@ -103,6 +103,25 @@ std::vector<ObjectSlot*> Runtime::slots() {
   return out;
 }
 
+void Runtime::parkDatabase(ObjectSlot& slot) {
+  unparkDatabase(slot);
+  parked_.push_back(&slot);
+  parkedIndex_[&slot] = std::prev(parked_.end());
+  while (parked_.size() > options_.maxParkedDatabases) {
+    ObjectSlot* oldest = parked_.front();
+    parked_.pop_front();
+    parkedIndex_.erase(oldest);
+    oldest->closeDatabase();
+  }
+}
+
+void Runtime::unparkDatabase(ObjectSlot& slot) {
+  auto it = parkedIndex_.find(&slot);
+  if (it == parkedIndex_.end()) return;
+  parked_.erase(it->second);
+  parkedIndex_.erase(it);
+}
+
 void Runtime::touch(ObjectSlot& slot) {
   if (slot.isLive()) {
     if (!slot.idleTimer()) {

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <functional>
+#include <list>
+#include <unordered_map>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +35,9 @@ struct RuntimeOptions {
   size_t maxAttachmentBytes = 16 * 1024;  // Cloudflare's attachment limit
   Duration alarmRetryBase = 2s;           // Cloudflare: 2 s, doubling
   int alarmMaxRetries = 6;                // Cloudflare: six retries, then the alarm is given up
+  // Database handles kept open for evicted objects, so waking one does not reopen its file
+  // (and recreate its WAL); the least recently evicted beyond this are closed.
+  size_t maxParkedDatabases = 256;
 };
 
 struct ClassMetrics {
@@ -121,6 +126,10 @@ class Runtime {
   void socketOpened() { ++openSockets_; }
   void socketClosed() { --openSockets_; }
 
+  // The LRU of evicted objects whose database stays open (see maxParkedDatabases).
+  void parkDatabase(ObjectSlot& slot);
+  void unparkDatabase(ObjectSlot& slot);
+
   // Called by a slot when it may have become evictable or removable.
   void touch(ObjectSlot& slot);
 
@@ -146,6 +155,8 @@ class Runtime {
   TimerQueue timers_;
   std::function<void()> wake_;
   std::unique_ptr<storage::AlarmIndex> alarmIndex_;
+  std::list<ObjectSlot*> parked_;  // oldest first; declared before slots_, which unpark on exit
+  std::unordered_map<ObjectSlot*, std::list<ObjectSlot*>::iterator> parkedIndex_;
   std::map<std::string, std::unique_ptr<ObjectSlot>> slots_;  // key: class + "/" + id
   std::map<std::string, AlarmTimer> alarms_;                  // same key
   std::map<std::string, ClassMetrics> metrics_;

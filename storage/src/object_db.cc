@@ -528,7 +528,9 @@ Status ObjectDatabase::setAlarmFailure(const std::optional<AlarmFailure>& failur
 
 Status ObjectDatabase::begin() {
   // A read-only handle cannot take the write lock that IMMEDIATE asks for.
-  return execSql(db_, options_.readOnly ? "BEGIN" : "BEGIN IMMEDIATE");
+  // Deferred: an event that only reads never takes the write lock (the host is the only
+  // writer of the file, so the upgrade to a write transaction cannot meet another writer).
+  return execSql(db_, "BEGIN");
 }
 
 Status ObjectDatabase::commit() {
