@@ -15,7 +15,8 @@ ObjectSlot::ObjectSlot(Runtime& runtime, const ObjectFactory& factory, std::stri
       factory_(factory),
       className_(std::move(className)),
       id_(std::move(id)),
-      lastActivity_(runtime.clock().now()) {
+      lastActivity_(runtime.clock().now()),
+      metrics_(&runtime.metrics(className_)) {
   setName(name);
   std::error_code ec;
   constructedBefore_ = std::filesystem::exists(
@@ -257,7 +258,7 @@ void ObjectSlot::applyNow(SocketEffect& e) {
   detail::SocketRecord& s = *e.socket;
   if (s.state == detail::SocketState::kClosed) return;
   if (e.frame) {
-    ++runtime_.metrics(className_).messagesOut;
+    ++metrics_->messagesOut;
     if (s.transport) {
       s.transport->send(e.frame);
     } else {

@@ -26,6 +26,7 @@
 namespace dohost {
 
 class Runtime;
+struct ClassMetrics;
 
 class ObjectSlot final : public ObjectState, public Storage, public Sql {
  public:
@@ -158,6 +159,7 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   int pendingStubCalls_ = 0;
   TimePoint lastActivity_;
   std::optional<TimerQueue::Id> idleTimer_;
+  ClassMetrics* metrics_;  // the class's counters (map nodes are stable)
 
   friend class SlotStub;
 };

@@ -9,6 +9,7 @@
 #include <deque>
 
 #include "admin.h"
+#include "frame_queue.h"
 #include "dohost/log.h"
 #include "object_slot.h"
 #include "utf8.h"
@@ -31,7 +32,7 @@ struct Conn final : detail::Transport {
   // WebSocket
   std::shared_ptr<detail::SocketRecord> record;
   bool established = false;
-  std::deque<FramePtr> outbox;
+  FrameQueue outbox;
   size_t queued = 0;
   std::string rx;
   bool rxBinary = false;
