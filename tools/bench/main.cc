@@ -19,6 +19,7 @@
 #include "floor_server.h"
 #include "storage_bench.h"
 #include "ws_fleet.h"
+#include "app_scenarios.h"
 #include "ws_scenarios.h"
 
 namespace dohost::bench {
@@ -270,7 +271,7 @@ int benchMain(int argc, char** argv) {
   size_t memorySockets = 0;
   double saturationSeconds = 2.0, storageSeconds = 2.0;
   bool json = false, noFloor = false;
-  cli.add_option("--scenario", scenarios, "storage, fanout, memory, wake or all (comma-separated)");
+  cli.add_option("--scenario", scenarios, "storage, fanout, memory, wake, chat, publish or all (comma-separated)");
   cli.add_option("--sockets", socketsText, "receivers per fan-out, comma-separated (default 100,1000,10000)");
   cli.add_option("--rounds", rounds, "latency rounds per fan-out size (default: 200000/N, 30..2000)");
   cli.add_option("--saturation-seconds", saturationSeconds, "measured seconds of each saturation run (default 2)");
@@ -290,6 +291,15 @@ int benchMain(int argc, char** argv) {
   std::string floorLoop = "epoll", clientLoop = "epoll";
   cli.add_option("--client-loop", clientLoop, "the bench clients' event loop: epoll (default) or poll");
   cli.add_option("--floor-loop", floorLoop, "the floor server's event loop: epoll (default) or poll (as dohost)");
+  AppBenchOptions ao;
+  cli.add_option("--members", ao.members, "chat: members of the channel (default 1000)")->check(CLI::Range(2, 5000));
+  cli.add_option("--senders", ao.senders, "chat: members sending at once (default 10)")->check(CLI::Range(1, 1000));
+  cli.add_option("--window", ao.window, "chat: messages in flight per sender (default 4)")->check(CLI::Range(1, 1000));
+  cli.add_option("--app-seconds", ao.seconds, "chat, publish: measured seconds of each throughput run (default 3)")
+      ->check(CLI::Range(0.1, 600.0));
+  cli.add_option("--publish-sockets", ao.publishSockets, "publish: sockets of the user (default 10)")->check(CLI::Range(1, 5000));
+  cli.add_option("--publishers", ao.publishConnections, "publish: HTTP connections publishing at once (default 4)")
+      ->check(CLI::Range(1, 256));
   cli.add_option("--floor-server", floorPort, "(internal) run the floor server on this port")->group("");
   try {
     cli.parse(argc, argv);
@@ -311,8 +321,9 @@ int benchMain(int argc, char** argv) {
     std::string s;
     while (std::getline(ss, s, ',')) {
       if (s == "all") {
-        chosen.insert({"storage", "fanout", "memory", "wake"});
-      } else if (s == "storage" || s == "fanout" || s == "memory" || s == "wake") {
+        chosen.insert({"storage", "fanout", "memory", "wake", "chat", "publish"});
+      } else if (s == "storage" || s == "fanout" || s == "memory" || s == "wake" || s == "chat" ||
+                 s == "publish") {
         chosen.insert(s);
       } else {
         std::fprintf(stderr, "dohost-bench: unknown scenario \"%s\"\n", s.c_str());
@@ -391,6 +402,14 @@ int benchMain(int argc, char** argv) {
     std::fprintf(stderr, "wake ...\n");
     r["wake"] = runWakeBench(o);
   }
+  ao.selfPath = o.selfPath;
+  ao.dohostPath = o.dohostPath;
+  ao.tempParent = tmp;
+  ao.rounds = rounds;
+  ao.floor = !noFloor;
+  ao.floorLoop = floorLoop;
+  if (chosen.count("chat")) r["chat"] = runChatBench(ao);
+  if (chosen.count("publish")) r["publish"] = runPublishBench(ao);
   r["targets"] = checkTargets(r);
   if (!jsonOut.empty()) {
     std::ofstream out(jsonOut);
@@ -401,6 +420,8 @@ int benchMain(int argc, char** argv) {
     std::cout << r.dump(2) << "\n";
   } else {
     printTable(r);
+    if (r.contains("chat")) printChatTable(r["chat"]);
+    if (r.contains("publish")) printPublishTable(r["publish"]);
   }
   return 0;
 }
