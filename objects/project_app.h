@@ -304,6 +304,9 @@ class ProjectObject : public DurableObject {
 
   void touchActivity(bool persist = false) {
     int64_t now = nowMs();
+    // After a wake-up the instance is new: learn what storage already holds before deciding
+    // to write (a read costs no commit; a write would cost an fsync on the first message).
+    if (!lastActivity_) lastActivityJson();
     lastActivity_ = now;
     if (persist || now - persistedActivity_ >= kActivityWriteIntervalMs) {
       state_.storage().put(kActivityKey, std::to_string(now));
