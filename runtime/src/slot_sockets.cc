@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "dohost/errors.h"
+#include "dohost/log.h"
 #include "dohost/object_id.h"
 #include "object_slot.h"
 #include "runtime.h"
@@ -163,11 +164,23 @@ class SlotStub final : public Stub {
         state->deliver(Response::json(404, R"({"error":")" + target.status().message() + "\"}"));
         return;
       }
+      // The callee's answer is one of its outputs: it leaves after the callee's commit, which
+      // is grouped with the other events of this loop turn (one fsync for a burst of calls).
+      ObjectSlot& callee = **target;
       request.setPendingState(state);
-      Response r = rt.fetch(**target, request);
-      if (!r.isDeferred() && state->isOpen()) {
+      callee.trackPending(state);
+      std::string error;
+      bool ok = callee.runEvent(
+          [&](DurableObject& o) {
+            Response r = o.fetch(request);
+            if (!r.isDeferred()) callee.enqueueAnswer(state, std::move(r));
+          },
+          &error, ObjectSlot::CommitMode::kGrouped);
+      if (!ok && state->isOpen()) {
+        logLine(LogLevel::kError, "fetch from another object failed: " + error, callee.className(),
+                callee.id());
         state->answered = true;
-        state->deliver(std::move(r));
+        state->deliver(Response::json(500, R"({"error":"internal error in the object"})"));
       }
     };
     caller_.enqueueCall([&rt, caller, dispatch = std::move(dispatch)]() mutable {
