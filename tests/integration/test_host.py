@@ -14,7 +14,7 @@ import unittest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from harness import Host, binary, metric, no_message, recv_json, test_plugin_path
+from harness import Host, binary, free_port, metric, no_message, recv_json, test_plugin_path
 
 
 def events(host, name):
@@ -432,3 +432,34 @@ class TlsTest(unittest.IsolatedAsyncioTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class UserMainTest(unittest.TestCase):
+    """A user's own main linked against libdohost (objects/examples/counter_host.cc)."""
+
+    def test_own_class_in_own_main(self):
+        exe = os.environ.get("DOHOST_COUNTER_HOST") or os.path.join(
+            os.path.dirname(binary()), "..", "..", "objects", "examples", "counter-host")
+        data = tempfile.mkdtemp(prefix="dohost-counter-")
+        port, admin = free_port(), free_port()
+        cmd = [exe, "--data", data, "--admin", f"127.0.0.1:{admin}", "--app", f"counter=127.0.0.1:{port}"]
+        cmd += [a for app in ("broadcaster", "hopeflow", "channels", "bridge") for a in ("--app", f"{app}=off")]
+        for expected in (1, 2, 3):
+            proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+            try:
+                deadline = time.time() + 10
+                while not Host._open(port) and time.time() < deadline:
+                    time.sleep(0.02)
+                import http.client
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/counter/alice")
+                r = conn.getresponse()
+                self.assertEqual(r.status, 200)
+                self.assertEqual(json.loads(r.read()), {"name": "alice", "visits": expected})
+                conn.close()
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(timeout=10), 0)  # a restart between visits
+        files = [f for f in os.listdir(os.path.join(data, "Counter")) if f.endswith(".sqlite")]
+        self.assertEqual(len(files), 1)  # DATA/<class>/<64-hex id>.sqlite
+        self.assertRegex(files[0], r"^[0-9a-f]{64}\.sqlite$")
