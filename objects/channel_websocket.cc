@@ -808,12 +808,7 @@ int ChannelsApp::shardOf(std::string_view userId, int shards) {
 
 std::optional<nlohmann::json> ChannelsApp::authenticate(const Request& request,
                                                         std::string* error) const {
-  std::optional<std::string> token = request.bearerToken();
-  if (!token) {
-    *error = "missing token (Authorization: Bearer <JWT> or ?token=<JWT>)";
-    return std::nullopt;
-  }
-  std::optional<std::string> payload = verifyJwtHs256(*token, jwtSecret_, clock_.now(), error);
+  std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock_.now(), error);
   if (!payload) return std::nullopt;
   json claims = json::parse(*payload, nullptr, false);
   if (!claims.is_object()) {

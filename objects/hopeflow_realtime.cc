@@ -352,12 +352,7 @@ HopeFlowApp::HopeFlowApp(const AppSettings& settings) {
 
 std::optional<std::string> HopeFlowApp::authenticate(const Request& request,
                                                      std::string* error) const {
-  std::optional<std::string> token = request.bearerToken();
-  if (!token) {
-    *error = "missing token (Authorization: Bearer <JWT> or ?token=<JWT>)";
-    return std::nullopt;
-  }
-  std::optional<std::string> payload = verifyJwtHs256(*token, jwtSecret_, clock_.now(), error);
+  std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock_.now(), error);
   if (!payload) return std::nullopt;
   json claims = json::parse(*payload, nullptr, false);
   auto it = claims.is_object() ? claims.find("userId") : claims.end();

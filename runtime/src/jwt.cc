@@ -106,6 +106,16 @@ std::optional<std::string> verifyJwtHs256(std::string_view token, std::string_vi
   return *payload;
 }
 
+std::optional<std::string> verifyRequestJwtHs256(const Request& request, std::string_view secret,
+                                                 TimePoint now, std::string* error) {
+  std::optional<std::string> token = request.bearerToken();
+  if (!token) {
+    if (error) *error = "missing token (Authorization: Bearer <JWT> or ?token=<JWT>)";
+    return std::nullopt;
+  }
+  return verifyJwtHs256(*token, secret, now, error);
+}
+
 std::string signJwtHs256(std::string_view payloadJson, std::string_view secret) {
   std::string input = base64UrlEncode(R"({"alg":"HS256","typ":"JWT"})") + "." +
                       base64UrlEncode(payloadJson);

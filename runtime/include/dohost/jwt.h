@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "dohost/http.h"
 #include "dohost/time.h"
 
 namespace dohost {
@@ -15,6 +16,11 @@ namespace dohost {
 // or nullopt with `error` set to a short reason suitable for a 401 body.
 std::optional<std::string> verifyJwtHs256(std::string_view token, std::string_view secret,
                                           TimePoint now, std::string* error);
+
+// The request's token (Request::bearerToken: `Authorization: Bearer` or `?token=`), verified as
+// above; a missing token is an error too.
+std::optional<std::string> verifyRequestJwtHs256(const Request& request, std::string_view secret,
+                                                 TimePoint now, std::string* error);
 
 // Builds an HS256 token for `payloadJson` (for tests, tools and the bench).
 std::string signJwtHs256(std::string_view payloadJson, std::string_view secret);
