@@ -66,6 +66,7 @@ struct AppServer {
   std::unique_ptr<TempFolder> dir;
   std::unique_ptr<ChildProcess> child;  // after dir: stopped before the folder goes
   int port = 0;
+  int adminPort = 0;
   pid_t pid = 0;
   ~AppServer() {
     if (child) child->kill();
@@ -105,7 +106,38 @@ std::unique_ptr<AppServer> startAppHost(const AppBenchOptions& o, const std::str
   if (!ok) return nullptr;
   s->pid = s->child->pid();
   if (!waitListening(s->port, *s->child, error)) return nullptr;
+  s->adminPort = adminPort;
   return s;
+}
+
+// The sum of a counter over its series in the host's /metrics (admin API); -1 if unreadable.
+double metricTotal(int adminPort, const std::string& name) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(adminPort));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string text;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if (send(fd, req.data(), req.size(), 0) == static_cast<ssize_t>(req.size())) {
+      char buf[16384];
+      ssize_t n;
+      while ((n = recv(fd, buf, sizeof buf, 0)) > 0) text.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  double total = 0;
+  bool found = false;
+  for (size_t at = text.find("\n" + name + "{"); at != std::string::npos;
+       at = text.find("\n" + name + "{", at + 1)) {
+    size_t eol = text.find('\n', at + 1);
+    size_t space = text.rfind(' ', eol);
+    total += std::atof(text.substr(space + 1, eol - space - 1).c_str());
+    found = true;
+  }
+  return found ? total : -1;
 }
 
 std::unique_ptr<AppServer> startFloor(const AppBenchOptions& o, std::string* error) {
@@ -543,7 +575,9 @@ Json runChatBench(const AppBenchOptions& o) {
   floorFleet.reset();
 
   std::fprintf(stderr, "  chat: %zu senders, window %zu, %.1f s ...\n", senders, o.window, o.seconds);
+  double commitsBefore = metricTotal(host->adminPort, "dohost_storage_commits_total");
   ChatDriver::Throughput t = driver.throughput(senders, o.window, o.seconds, host->pid);
+  double commitsAfter = metricTotal(host->adminPort, "dohost_storage_commits_total");
   double tframes = static_cast<double>(t.messages) * static_cast<double>(n);
   Json thr{{"seconds", t.cpu.wall},
            {"messages", t.messages},
@@ -556,6 +590,11 @@ Json runChatBench(const AppBenchOptions& o) {
   if (tframes > 0) thr["cpuPerFrameUs"] = t.cpu.server * 1e6 / tframes;
   if (t.messages > 0) thr["cpuPerMessageUs"] = t.cpu.server * 1e6 / static_cast<double>(t.messages);
   thr["latencyLastUs"] = toJson(summarize(driver.lastUs()));  // of the throughput run
+  if (commitsBefore >= 0 && commitsAfter > commitsBefore) {
+    // Grouped commits: messages that arrive in one loop turn share one transaction.
+    thr["commits"] = commitsAfter - commitsBefore;
+    thr["messagesPerCommit"] = static_cast<double>(t.messages) / (commitsAfter - commitsBefore);
+  }
   out["throughput"] = thr;
 
   Json check = checkHistory(host->port, channel, tokens[0], driver.allTags());
@@ -916,6 +955,8 @@ void printChatTable(const Json& c) {
   line("frames delivered per second", fixed(num(t, {"framesPerSecond"})));
   line("server CPU per delivered frame", us(num(t, {"cpuPerFrameUs"})));
   line("server CPU per message (store + fan-out)", us(num(t, {"cpuPerMessageUs"})));
+  line("storage commits / messages per commit",
+       fixed(num(t, {"commits"})) + " / " + fixed(num(t, {"messagesPerCommit"}), "%.1f"));
   line("to the last member, median / p99",
        us(num(t, {"latencyLastUs", "median"})) + " / " + us(num(t, {"latencyLastUs", "p99"})));
   line("server / bench / other CPU busy",
