@@ -1,0 +1,55 @@
+"""Checks the include rules of docs/architecture.md: each layer includes only what its row
+allows. Run as a meson test; prints doctest's summary line (one case per rule)."""
+import os
+import re
+import sys
+
+ROOT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
+
+
+def sources(folder):
+    for base, _, files in os.walk(os.path.join(ROOT, folder)):
+        for f in files:
+            if f.endswith((".h", ".cc")):
+                path = os.path.join(base, f)
+                with open(path, encoding="utf-8") as fh:
+                    yield os.path.relpath(path, ROOT), INCLUDE.findall(fh.read())
+
+
+# (name, folder, predicate on an included path that says it is forbidden there)
+RULES = [
+    ("storage/ uses no network, crypto or runtime headers", "storage",
+     lambda inc: inc == "libwebsockets.h" or inc.startswith(("openssl/", "runtime/", "objects/"))
+     or inc.startswith("dohost/") and not inc.startswith(("dohost/storage/", "dohost/status.h",
+                                                          "dohost/sql_value.h"))),
+    ("the author's API (runtime/include) exposes no SQLite, lws or storage internals", "runtime/include",
+     lambda inc: inc in ("sqlite3.h", "libwebsockets.h") or inc.startswith("dohost/storage/")),
+    ("only server.cc includes libwebsockets in the runtime", "runtime/src",
+     lambda inc: inc == "libwebsockets.h"),
+    ("objects/ use only the author's API", "objects",
+     lambda inc: inc in ("sqlite3.h", "libwebsockets.h") or inc.startswith("dohost/storage/")
+     or inc.endswith(("runtime.h", "object_slot.h", "internal.h", "server.h"))),
+]
+
+
+def main():
+    failed = 0
+    for name, folder, forbidden in RULES:
+        bad = []
+        for path, includes in sources(folder):
+            for inc in includes:
+                if forbidden(inc) and not (name.startswith("only server.cc") and path.endswith("server.cc")):
+                    bad.append(f"{path}: #include {inc}")
+        status = "ok" if not bad else "FAILED"
+        print(f"{status}: {name}")
+        for b in bad:
+            print(f"    {b}")
+        failed += bool(bad)
+    total = len(RULES)
+    print(f"[doctest] test cases: {total} | {total - failed} passed | {failed} failed | 0 skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
