@@ -21,6 +21,7 @@ ObjectSlot::ObjectSlot(Runtime& runtime, const ObjectFactory& factory, std::stri
   std::error_code ec;
   constructedBefore_ = std::filesystem::exists(
       runtime_.options().dataDir + "/" + className_ + "/" + id_ + ".sqlite", ec);
+  fileExists_ = constructedBefore_;
 }
 
 ObjectSlot::~ObjectSlot() {
@@ -44,6 +45,7 @@ storage::ObjectDatabase& ObjectSlot::database() {
     auto opened = storage::ObjectDatabase::open(path, options);
     if (!opened.isOk()) throw StorageError(opened.status());
     db_ = std::move(opened).value();
+    fileExists_ = true;
     auto stored = db_->meta("id");
     if (!stored.isOk()) throw StorageError(stored.status());
     if (!stored.value() || (name_ && !db_->meta("name").value())) {

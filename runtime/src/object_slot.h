@@ -143,6 +143,10 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   uint64_t generation_ = 0;  // bumped when the instance goes; stale callbacks check it
   bool inEvent_ = false;
   bool constructedBefore_ = false;
+  // Whether the object's file exists. Until its first write an object has none: reads answer
+  // from "empty" without creating it (a probe of a never-used name leaves nothing on disk).
+  bool fileExists_ = false;
+  bool noStorageYet() const { return !db_ && !fileExists_; }
   std::unique_ptr<Effects> effects_;  // the output gate of the running event
   struct Held {
     Effects effects;

@@ -1,5 +1,7 @@
 // ObjectSlot as Storage and Sql: every call goes to the object's database inside the running
 // event's implicit transaction, and failures become the author-facing exceptions.
+#include <algorithm>
+
 #include "dohost/errors.h"
 #include "object_slot.h"
 #include "runtime.h"
@@ -31,10 +33,19 @@ storage::ListOptions toStorage(const ListOptions& o) {
 }  // namespace
 
 std::optional<std::string> ObjectSlot::get(std::string_view key) {
+  if (noStorageYet() && key.size() <= runtime_.options().storageLimits.maxKeyBytes) {
+    return std::nullopt;
+  }
   return orThrow(writable().get(key));
 }
 
 KvPairs ObjectSlot::get(const std::vector<std::string>& keys) {
+  if (noStorageYet() && keys.size() <= runtime_.options().storageLimits.maxBatch &&
+      std::all_of(keys.begin(), keys.end(), [&](const std::string& k) {
+        return k.size() <= runtime_.options().storageLimits.maxKeyBytes;
+      })) {
+    return {};
+  }
   return orThrow(writable().get(keys));
 }
 
@@ -51,6 +62,9 @@ int64_t ObjectSlot::remove(const std::vector<std::string>& keys) {
 }
 
 KvPairs ObjectSlot::list(const ListOptions& options) {
+  // Bad options still reach the database, whose errors are the reference.
+  bool valid = !(options.start && options.startAfter) && !(options.limit && *options.limit <= 0);
+  if (noStorageYet() && valid) return {};
   return orThrow(writable().list(toStorage(options)));
 }
 
@@ -78,6 +92,7 @@ void ObjectSlot::transaction(const std::function<void()>& fn) {
 }
 
 std::optional<TimePoint> ObjectSlot::getAlarm() {
+  if (noStorageYet()) return std::nullopt;
   auto ms = orThrow(writable().alarm());
   if (!ms) return std::nullopt;
   return fromUnixMillis(*ms);

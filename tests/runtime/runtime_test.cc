@@ -1,3 +1,5 @@
+#include <filesystem>
+
 #include "runtime/test_objects.h"
 
 namespace dohost::testing {
@@ -118,6 +120,16 @@ TEST_CASE_FIXTURE(RuntimeFixture, "events of one loop turn share one commit") {
   CHECK(body("/get") == "3");
   restart();
   CHECK(body("/get") == "3");  // and the grouped commit is on disk
+}
+
+TEST_CASE_FIXTURE(RuntimeFixture, "an object that only reads leaves no file behind") {
+  std::string path = dir.path() + "/Counter/" + idFromName("Counter", "reader") + ".sqlite";
+  CHECK(body("/get", "reader") == "0");
+  CHECK(body("/alarm/get", "reader") == "none");
+  CHECK_FALSE(std::filesystem::exists(path));
+  CHECK(body("/inc", "reader") == "1");  // the first write creates it
+  CHECK(std::filesystem::exists(path));
+  CHECK(body("/get", "reader") == "1");
 }
 
 TEST_CASE_FIXTURE(RuntimeFixture, "admin eviction drops the instance and keeps storage") {
