@@ -317,9 +317,15 @@ Result<std::unique_ptr<ObjectDatabase>> ObjectDatabase::open(const std::string& 
 }
 
 ObjectDatabase::ObjectDatabase(sqlite3* db, std::string path, OpenOptions options)
-    : db_(db), path_(std::move(path)), options_(std::move(options)) {}
+    : db_(db),
+      statements_(std::make_unique<StatementCache>()),
+      path_(std::move(path)),
+      options_(std::move(options)) {}
 
-ObjectDatabase::~ObjectDatabase() { sqlite3_close_v2(db_); }
+ObjectDatabase::~ObjectDatabase() {
+  statements_.reset();  // finalized before the connection closes
+  sqlite3_close_v2(db_);
+}
 
 Status ObjectDatabase::setIdentity(std::string_view className, std::string_view id,
                                    std::optional<std::string_view> name) {
@@ -350,7 +356,7 @@ Result<std::optional<std::string>> ObjectDatabase::meta(std::string_view key) {
 
 Result<std::optional<std::string>> ObjectDatabase::get(std::string_view key) {
   if (Status s = checkKey(options_.limits, key); !s.isOk()) return s;
-  Statement stmt(db_, "SELECT value FROM _do_kv WHERE key = ?1");
+  Statement stmt(db_, *statements_, "SELECT value FROM _do_kv WHERE key = ?1");
   stmt.bindBytes(1, key);
   if (!stmt.step()) {
     if (!stmt.status().isOk()) return stmt.status();
@@ -367,7 +373,7 @@ Result<std::vector<KvEntry>> ObjectDatabase::get(const std::vector<std::string>&
   // One lookup per key: an IN list of 128 would exceed SQLITE_LIMIT_VARIABLE_NUMBER.
   std::set<std::string> sorted(keys.begin(), keys.end());
   std::vector<KvEntry> entries;
-  Statement stmt(db_, "SELECT value FROM _do_kv WHERE key = ?1");
+  Statement stmt(db_, *statements_, "SELECT value FROM _do_kv WHERE key = ?1");
   for (const std::string& key : sorted) {
     stmt.reset();
     stmt.bindBytes(1, key);
@@ -380,7 +386,7 @@ Result<std::vector<KvEntry>> ObjectDatabase::get(const std::vector<std::string>&
 Status ObjectDatabase::put(std::string_view key, std::string_view value) {
   if (Status s = checkKey(options_.limits, key); !s.isOk()) return s;
   if (Status s = checkValue(options_.limits, value); !s.isOk()) return s;
-  Statement stmt(db_, "INSERT OR REPLACE INTO _do_kv(key, value) VALUES(?1, ?2)");
+  Statement stmt(db_, *statements_, "INSERT OR REPLACE INTO _do_kv(key, value) VALUES(?1, ?2)");
   stmt.bindBytes(1, key).bindBytes(2, value);
   return stmt.run();
 }
@@ -392,7 +398,7 @@ Status ObjectDatabase::put(const std::vector<KvEntry>& entries) {
     if (Status s = checkValue(options_.limits, entry.second); !s.isOk()) return s;
   }
   return atomically(db_, commits_, [&]() -> Status {
-    Statement stmt(db_, "INSERT OR REPLACE INTO _do_kv(key, value) VALUES(?1, ?2)");
+    Statement stmt(db_, *statements_, "INSERT OR REPLACE INTO _do_kv(key, value) VALUES(?1, ?2)");
     for (const KvEntry& entry : entries) {
       stmt.reset();
       stmt.bindBytes(1, entry.first).bindBytes(2, entry.second);
@@ -404,7 +410,7 @@ Status ObjectDatabase::put(const std::vector<KvEntry>& entries) {
 
 Result<bool> ObjectDatabase::remove(std::string_view key) {
   if (Status s = checkKey(options_.limits, key); !s.isOk()) return s;
-  Statement stmt(db_, "DELETE FROM _do_kv WHERE key = ?1");
+  Statement stmt(db_, *statements_, "DELETE FROM _do_kv WHERE key = ?1");
   stmt.bindBytes(1, key);
   if (Status s = stmt.run(); !s.isOk()) return s;
   return sqlite3_changes64(db_) > 0;
@@ -417,7 +423,7 @@ Result<int64_t> ObjectDatabase::remove(const std::vector<std::string>& keys) {
   }
   int64_t removed = 0;
   Status status = atomically(db_, commits_, [&]() -> Status {
-    Statement stmt(db_, "DELETE FROM _do_kv WHERE key = ?1");
+    Statement stmt(db_, *statements_, "DELETE FROM _do_kv WHERE key = ?1");
     for (const std::string& key : keys) {
       stmt.reset();
       stmt.bindBytes(1, key);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -84,8 +85,36 @@ inline int bindValue(sqlite3_stmt* stmt, int i, const SqlValue& value) {
       value);
 }
 
-// One prepared statement, finalized on destruction. Errors (from prepare, bind or step) are
-// kept in status(); once it is not ok, step() returns false and binds are ignored.
+// The prepared statements of the hot paths (get, put, remove), kept for the connection's life
+// so each call skips the SQL compiler. Keyed by the address of the statement's literal.
+class StatementCache {
+ public:
+  StatementCache() = default;
+  ~StatementCache() {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+  }
+  StatementCache(const StatementCache&) = delete;
+  StatementCache& operator=(const StatementCache&) = delete;
+
+  // The cached statement for `sql`, preparing it the first time; null on a prepare error.
+  sqlite3_stmt* get(sqlite3* db, const char* sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
+      return nullptr;
+    }
+    statements_.emplace(sql, stmt);
+    return stmt;
+  }
+
+ private:
+  std::unordered_map<const char*, sqlite3_stmt*> statements_;
+};
+
+// One prepared statement, finalized on destruction (or, when borrowed from a StatementCache,
+// reset for its next use). Errors (from prepare, bind or step) are kept in status(); once it
+// is not ok, step() returns false and binds are ignored.
 class Statement {
  public:
   Statement(sqlite3* db, std::string_view sql) : db_(db) {
@@ -94,7 +123,19 @@ class Statement {
       status_ = errorFrom(db);
     }
   }
-  ~Statement() { sqlite3_finalize(stmt_); }
+  // REQUIRES: `sql` is a string literal (the cache keys on its address).
+  Statement(sqlite3* db, StatementCache& cache, const char* sql) : db_(db), borrowed_(true) {
+    stmt_ = cache.get(db, sql);
+    if (stmt_ == nullptr) status_ = errorFrom(db);
+  }
+  ~Statement() {
+    if (!borrowed_) {
+      sqlite3_finalize(stmt_);
+    } else if (stmt_ != nullptr) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
@@ -163,6 +204,7 @@ class Statement {
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
+  bool borrowed_ = false;
   Status status_;
 };
 

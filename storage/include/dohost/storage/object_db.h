@@ -25,6 +25,8 @@ struct sqlite3;
 
 namespace dohost::storage {
 
+class StatementCache;
+
 // Limits enforced with kInvalidArgument and a message naming the limit.
 struct Limits {
   size_t maxKeyBytes = 2048;             // Cloudflare's key limit
@@ -124,6 +126,7 @@ class ObjectDatabase {
   Result<SqlResult> run(std::string_view sql, const std::vector<SqlValue>& params, bool user);
 
   sqlite3* db_;
+  std::unique_ptr<StatementCache> statements_;  // hot-path statements, prepared once
   std::string path_;
   OpenOptions options_;
   int64_t commits_ = 0;
