@@ -34,32 +34,6 @@ std::string randomHex() {
   return buf;
 }
 
-bool tcpConnects(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-bool waitListening(int port, ChildProcess& child, std::string* error) {
-  auto deadline = SteadyClock::now() + std::chrono::seconds(15);
-  while (SteadyClock::now() < deadline) {
-    if (tcpConnects(port)) return true;
-    if (!child.running()) {
-      *error = "the server exited at start:\n" + child.logTail();
-      return false;
-    }
-    sleepMillis(20);
-  }
-  *error = "nothing listens on port " + std::to_string(port);
-  return false;
-}
-
 // A dohost (or floor server) started for one scenario, killed with SIGKILL at the end (the
 // data folder is thrown away; closing every client one by one is not what is measured).
 struct AppServer {
@@ -105,7 +79,7 @@ std::unique_ptr<AppServer> startAppHost(const AppBenchOptions& o, const std::str
   for (const auto& [k, v] : env) unsetenv(k.c_str());
   if (!ok) return nullptr;
   s->pid = s->child->pid();
-  if (!waitListening(s->port, *s->child, error)) return nullptr;
+  if (!waitListening(s->port, s->child.get(), 15, error)) return nullptr;
   s->adminPort = adminPort;
   return s;
 }
@@ -150,7 +124,7 @@ std::unique_ptr<AppServer> startFloor(const AppBenchOptions& o, std::string* err
     return nullptr;
   }
   s->pid = s->child->pid();
-  if (!waitListening(s->port, *s->child, error)) return nullptr;
+  if (!waitListening(s->port, s->child.get(), 15, error)) return nullptr;
   return s;
 }
 
@@ -893,28 +867,6 @@ Json runPublishBench(const AppBenchOptions& o) {
 
 namespace {
 
-double num(const Json& j, std::initializer_list<const char*> path) {
-  const Json* p = &j;
-  for (const char* k : path) {
-    if (!p->is_object() || !p->contains(k)) return -1;
-    p = &(*p)[k];
-  }
-  return p->is_number() ? p->get<double>() : -1;
-}
-
-std::string us(double v) {
-  if (v < 0) return "-";
-  char buf[32];
-  if (v >= 10000) {
-    std::snprintf(buf, sizeof buf, "%.1f ms", v / 1000);
-  } else if (v >= 100) {
-    std::snprintf(buf, sizeof buf, "%.0f us", v);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.2f us", v);
-  }
-  return buf;
-}
-
 std::string fixed(double v, const char* fmt = "%.0f") {
   if (v < 0) return "-";
   char buf[32];
@@ -943,22 +895,22 @@ void printChatTable(const Json& c) {
   auto ratio = [](double a, double b) { return a > 0 && b > 0 ? fixed(a / b, "%.2fx") : std::string("-"); };
   double dm = num(l, {"latencyLastUs", "median"}), fm = num(f, {"latencyLastUs", "median"});
   double dp = num(l, {"latencyLastUs", "p99"}), fp = num(f, {"latencyLastUs", "p99"});
-  line("one message at a time: to the last member, median", us(dm), us(fm), ratio(dm, fm));
-  line("one message at a time: to the last member, p99", us(dp), us(fp), ratio(dp, fp));
-  line("one message at a time: to the first member, median", us(num(l, {"latencyFirstUs", "median"})),
-       us(num(f, {"latencyFirstUs", "median"})));
-  line("server CPU per delivered frame (one at a time)", us(num(l, {"cpuPerFrameUs"})));
+  line("one message at a time: to the last member, median", fmtUs(dm), fmtUs(fm), ratio(dm, fm));
+  line("one message at a time: to the last member, p99", fmtUs(dp), fmtUs(fp), ratio(dp, fp));
+  line("one message at a time: to the first member, median", fmtUs(num(l, {"latencyFirstUs", "median"})),
+       fmtUs(num(f, {"latencyFirstUs", "median"})));
+  line("server CPU per delivered frame (one at a time)", fmtUs(num(l, {"cpuPerFrameUs"})));
   line("other processes' CPU, latency rounds", fixed(num(l, {"otherCpu"}) * 100, "%.0f%%"));
   const Json& t = c["throughput"];
   std::printf("  %zu senders, %zu messages in flight each:\n", c["senders"].get<size_t>(), c["window"].get<size_t>());
   line("messages delivered to every member per second", fixed(num(t, {"messagesPerSecond"})));
   line("frames delivered per second", fixed(num(t, {"framesPerSecond"})));
-  line("server CPU per delivered frame", us(num(t, {"cpuPerFrameUs"})));
-  line("server CPU per message (store + fan-out)", us(num(t, {"cpuPerMessageUs"})));
+  line("server CPU per delivered frame", fmtUs(num(t, {"cpuPerFrameUs"})));
+  line("server CPU per message (store + fan-out)", fmtUs(num(t, {"cpuPerMessageUs"})));
   line("storage commits / messages per commit",
        fixed(num(t, {"commits"})) + " / " + fixed(num(t, {"messagesPerCommit"}), "%.1f"));
   line("to the last member, median / p99",
-       us(num(t, {"latencyLastUs", "median"})) + " / " + us(num(t, {"latencyLastUs", "p99"})));
+       fmtUs(num(t, {"latencyLastUs", "median"})) + " / " + fmtUs(num(t, {"latencyLastUs", "p99"})));
   line("server / bench / other CPU busy",
        fixed(num(t, {"serverCpuUtil"}) * 100, "%.0f%%") + " / " + fixed(num(t, {"benchCpuUtil"}) * 100, "%.0f%%") +
            " / " + fixed(num(t, {"otherCpu"}) * 100, "%.0f%%"));
@@ -985,9 +937,9 @@ void printPublishTable(const Json& p) {
   const Json& a = p["sequential"];
   const Json& b = p["concurrent"];
   line("publishes/s with every ack in", fixed(num(a, {"publishesPerSecond"})), fixed(num(b, {"publishesPerSecond"})));
-  line("latency per publish, median", us(num(a, {"latencyUs", "median"})), us(num(b, {"latencyUs", "median"})));
-  line("latency per publish, p99", us(num(a, {"latencyUs", "p99"})), us(num(b, {"latencyUs", "p99"})));
-  line("server CPU per publish", us(num(a, {"serverCpuPerPublishUs"})), us(num(b, {"serverCpuPerPublishUs"})));
+  line("latency per publish, median", fmtUs(num(a, {"latencyUs", "median"})), fmtUs(num(b, {"latencyUs", "median"})));
+  line("latency per publish, p99", fmtUs(num(a, {"latencyUs", "p99"})), fmtUs(num(b, {"latencyUs", "p99"})));
+  line("server CPU per publish", fmtUs(num(a, {"serverCpuPerPublishUs"})), fmtUs(num(b, {"serverCpuPerPublishUs"})));
   line("server CPU busy", fixed(num(a, {"serverCpuUtil"}) * 100, "%.0f%%"), fixed(num(b, {"serverCpuUtil"}) * 100, "%.0f%%"));
   line("other processes' CPU", fixed(num(a, {"otherCpu"}) * 100, "%.0f%%"), fixed(num(b, {"otherCpu"}) * 100, "%.0f%%"));
   line("answers without every ack / failed requests",

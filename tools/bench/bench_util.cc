@@ -243,4 +243,53 @@ TempFolder::~TempFolder() {
 
 void sleepMillis(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
+bool tcpConnects(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool waitListening(int port, ChildProcess* child, double seconds, std::string* error) {
+  auto deadline = SteadyClock::now() + std::chrono::duration<double>(seconds);
+  while (SteadyClock::now() < deadline) {
+    if (tcpConnects(port)) return true;
+    if (child && !child->running()) {
+      *error = "the server exited at start:\n" + child->logTail();
+      return false;
+    }
+    sleepMillis(20);
+  }
+  *error = "nothing listens on port " + std::to_string(port) + " after " +
+           std::to_string(static_cast<int>(seconds)) + " s";
+  return false;
+}
+
+double num(const nlohmann::json& j, std::initializer_list<const char*> path) {
+  const nlohmann::json* p = &j;
+  for (const char* k : path) {
+    if (!p->is_object() || !p->contains(k)) return -1;
+    p = &(*p)[k];
+  }
+  return p->is_number() ? p->get<double>() : -1;
+}
+
+std::string fmtUs(double v) {
+  if (v < 0) return "-";
+  char buf[32];
+  if (v >= 10000) {
+    std::snprintf(buf, sizeof buf, "%.1f ms", v / 1000);
+  } else if (v >= 100) {
+    std::snprintf(buf, sizeof buf, "%.0f us", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f us", v);
+  }
+  return buf;
+}
+
 }  // namespace dohost::bench

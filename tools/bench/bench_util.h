@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -100,5 +101,14 @@ class TempFolder {
 
 // Sleeps the calling thread.
 void sleepMillis(int ms);
+
+// True when something accepts a TCP connection on 127.0.0.1:port.
+bool tcpConnects(int port);
+// Waits up to `seconds` for a listener on `port`; fails early if `child` (nullable) exited.
+bool waitListening(int port, ChildProcess* child, double seconds, std::string* error);
+
+// The number at `path` in a JSON result, or -1 when absent; and microseconds for a table.
+double num(const nlohmann::json& j, std::initializer_list<const char*> path);
+std::string fmtUs(double v);
 
 }  // namespace dohost::bench

@@ -76,28 +76,6 @@ int parseLoopbackPort(const std::string& text) {
 
 // --- the table --------------------------------------------------------------------------
 
-double num(const Json& j, std::initializer_list<const char*> path) {
-  const Json* p = &j;
-  for (const char* k : path) {
-    if (!p->is_object() || !p->contains(k)) return -1;
-    p = &(*p)[k];
-  }
-  return p->is_number() ? p->get<double>() : -1;
-}
-
-std::string fmtUs(double v) {
-  if (v < 0) return "-";
-  char buf[32];
-  if (v >= 10000) {
-    std::snprintf(buf, sizeof buf, "%.1f ms", v / 1000);
-  } else if (v >= 100) {
-    std::snprintf(buf, sizeof buf, "%.0f us", v);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.2f us", v);
-  }
-  return buf;
-}
-
 std::string fmtNum(double v, const char* unit = "") {
   if (v < 0) return "-";
   char buf[32];

@@ -40,33 +40,6 @@ struct Server {
   }
 };
 
-bool tcpConnects(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-bool waitListening(int port, ChildProcess* child, double seconds, std::string* error) {
-  auto deadline = SteadyClock::now() + std::chrono::duration<double>(seconds);
-  while (SteadyClock::now() < deadline) {
-    if (tcpConnects(port)) return true;
-    if (child && !child->running()) {
-      *error = "the server exited at start:\n" + child->logTail();
-      return false;
-    }
-    sleepMillis(20);
-  }
-  *error = "nothing listens on port " + std::to_string(port) + " after " +
-           std::to_string(static_cast<int>(seconds)) + " s";
-  return false;
-}
-
 std::unique_ptr<Server> startDohost(const WsBenchOptions& o, bool durabilityFull, std::string* error) {
   auto s = std::make_unique<Server>();
   s->kind = "dohost";
