@@ -6,8 +6,11 @@ import resource
 import shutil
 import socket
 import subprocess
+import time
 
 import websockets
+
+from harness import recv_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_DIR = os.path.join(HERE, "node")
@@ -95,3 +98,39 @@ def node_script(test, name, port):
                           text=True, timeout=60)
     test.assertEqual(proc.returncode, 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
     return [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{"check"')]
+
+
+def ms_now():
+    return int(time.time() * 1000)
+
+
+class ProjectClients:
+    """Clients of one project of `app`, by name: `await p.join("r1", "runtime")`. Subclasses
+    say where the welcome message keeps the client id."""
+
+    app = None
+
+    def __init__(self, host, project_id):
+        self.host = host
+        self.id = project_id
+        self.ws = {}
+        self.ids = {}
+        self.welcome = {}
+
+    @staticmethod
+    def client_id(welcome):
+        raise NotImplementedError
+
+    async def join(self, name, client_type, query=""):
+        ws = await self.host.connect(
+            self.app, f"/websocket?type={client_type}&projectId={self.id}{query}")
+        welcome = await recv_json(ws)
+        self.ws[name], self.welcome[name] = ws, welcome
+        self.ids[name] = self.client_id(welcome)
+        return ws
+
+    async def send(self, name, msg):
+        await self.ws[name].send(json.dumps(msg) if not isinstance(msg, str) else msg)
+
+    async def recv(self, name):
+        return await recv_json(self.ws[name])

@@ -6,40 +6,26 @@ import time
 import unittest
 
 from harness import Host, metric, recv_json, recv_until
-from project_support import close_all, node_script, raise_fd_limit, raw_request, refused
+from project_support import (ProjectClients, close_all, ms_now, node_script, raise_fd_limit,
+                             raw_request, refused)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 raise_fd_limit()
 
 
-def ms_now():
-    return int(time.time() * 1000)
 
+class Project(ProjectClients):
+    """Clients of one bridge project, by name: `await p.join("r1", "runtime")`."""
 
-class Project:
-    """Clients of one project, by name: `await p.join("r1", "runtime")`."""
+    app = "bridge"
 
     def __init__(self, host, project_id):
-        self.host = host
-        self.id = project_id
-        self.ws = {}
-        self.ids = {}
-        self.welcome = {}
+        super().__init__(host, project_id)
 
-    async def join(self, name, client_type, query=""):
-        ws = await self.host.connect(
-            "bridge", f"/websocket?type={client_type}&projectId={self.id}{query}")
-        welcome = await recv_json(ws)
-        self.ws[name], self.welcome[name] = ws, welcome
-        self.ids[name] = welcome["clientId"]
-        return ws
-
-    async def send(self, name, msg):
-        await self.ws[name].send(json.dumps(msg) if not isinstance(msg, str) else msg)
-
-    async def recv(self, name):
-        return await recv_json(self.ws[name])
+    @staticmethod
+    def client_id(welcome):
+        return welcome["clientId"]
 
     async def quiet(self, name):
         """True if `name` has nothing waiting: a ping is answered by the very next message
