@@ -4,6 +4,7 @@ shards of a sharded channel and --follow; the online commands through the admin 
 sockets, evict, alarm) with the admin token; and every error: unknown class or object, missing
 data folder, unreachable host, bad usage. See docs/doctl.md."""
 import asyncio
+import base64
 import datetime
 import json
 import os
@@ -15,7 +16,9 @@ import tempfile
 import time
 import unittest
 
-from harness import Host, binary, free_port, make_jwt, recv_json, recv_until
+import websockets
+
+from harness import JWT_SECRET, Host, binary, free_port, make_jwt, recv_json, recv_until
 
 DOCTL = binary("doctl")
 ADMIN_TOKEN = "doctl-test-token"
@@ -606,6 +609,108 @@ class StoppedHostTests(DoctlCase):
         self.assertEqual(got, sent)
         names = {o["name"] for o in self.ok_json("ls")}
         self.assertIn("after-stop", names)
+
+
+class TokenTests(unittest.IsolatedAsyncioTestCase):
+    """doctl token: the bundled apps accept what it signs, and refuse it once expired or
+    signed with another secret."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.host = Host(apps=("channels", "hopeflow")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.host.close()
+
+    def token(self, *args, secret=JWT_SECRET, env_name="JWT_SECRET"):
+        code, out, err = run_doctl("token", *args, env={env_name: secret})
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.count("\n"), 1, out)
+        return out.strip()
+
+    @staticmethod
+    def claims(jwt):
+        header, payload, _ = jwt.split(".")
+        pad = lambda s: s + "=" * (-len(s) % 4)
+        return (json.loads(base64.urlsafe_b64decode(pad(header))),
+                json.loads(base64.urlsafe_b64decode(pad(payload))))
+
+    def test_claims_for_every_bundled_app(self):
+        before = int(time.time())
+        jwt = self.token("--user", "u1", "--name", "Ann", "--ttl", "90m",
+                         "--claim", "team=blue", "--claim", "level=3", "--claim", 'tags=["a"]')
+        header, claims = self.claims(jwt)
+        self.assertEqual(header, {"alg": "HS256", "typ": "JWT"})
+        self.assertEqual({k: claims[k] for k in ("sub", "userId", "name", "username", "permissions")},
+                         {"sub": "u1", "userId": "u1", "name": "Ann", "username": "Ann",
+                          "permissions": ["read", "write"]})
+        self.assertGreaterEqual(claims["iat"], before)
+        self.assertEqual(claims["exp"] - claims["iat"], 90 * 60)
+        self.assertEqual((claims["team"], claims["level"], claims["tags"]), ("blue", 3, ["a"]))
+        _, plain = self.claims(self.token("--user", "u2", "--perm", "read", "--ttl", "0"))
+        self.assertEqual((plain["name"], plain["permissions"]), ("u2", ["read"]))
+        self.assertNotIn("exp", plain)
+        _, none = self.claims(self.token("--user", "u3", "--perm", ""))
+        self.assertEqual(none["permissions"], [])
+
+    async def test_channels_and_hopeflow_accept_it(self):
+        jwt = self.token("--user", "u1", "--name", "Ann")
+        ws = await self.host.connect("channels", "/channel/token-room/websocket",
+                                     headers={"Authorization": f"Bearer {jwt}"})
+        first = await recv_json(ws)
+        self.assertEqual(first["type"], "initial_state", first)
+        await ws.send(json.dumps({"type": "message", "content": "signed by doctl"}))
+        got = await recv_until(ws, lambda m: m.get("type") == "message")
+        self.assertEqual((got["message"]["userId"], got["message"]["username"]), ("u1", "Ann"))
+        await ws.close()
+        # --perm read: joins, but may not write.
+        reader = self.token("--user", "u2", "--perm", "read", secret=JWT_SECRET)
+        ws = await self.host.connect("channels", f"/channel/token-room/websocket?token={reader}")
+        self.assertEqual((await recv_json(ws))["type"], "initial_state")
+        await ws.send(json.dumps({"type": "message", "content": "not allowed"}))
+        err = await recv_until(ws, lambda m: m.get("type") == "error")
+        self.assertEqual(err["message"], "No write permission")
+        await ws.close()
+        hf = await self.host.connect("hopeflow", f"/?token={self.token('--user', 'hf-user')}")
+        await hf.send(json.dumps({"type": "subscribe", "filters": [{}]}))
+        self.assertEqual((await recv_json(hf))["type"], "subscribed")
+        await hf.close()
+
+    async def test_apps_refuse_it_expired_or_signed_with_another_secret(self):
+        expired = self.token("--user", "u1", "--claim", f"exp={int(time.time()) - 5}")
+        other = self.token("--user", "u1", "--secret-env", "OTHER_SECRET", env_name="OTHER_SECRET",
+                           secret="not-the-host-secret")
+        for bad in (expired, other):
+            for app, path in (("channels", "/channel/token-room/websocket"), ("hopeflow", "/")):
+                with self.subTest(app=app, token=bad[-8:]):
+                    with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
+                        await self.host.connect(app, path, headers={"Authorization": f"Bearer {bad}"})
+                    self.assertEqual(cm.exception.status_code, 401)
+        # A token with a 1 s lifetime is accepted, then refused once it ran out.
+        short = self.token("--user", "u1", "--ttl", "1s")
+        ws = await self.host.connect("hopeflow", f"/?token={short}")
+        await ws.close()
+        await asyncio.sleep(2.1)
+        with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
+            await self.host.connect("hopeflow", f"/?token={short}")
+        self.assertEqual(cm.exception.status_code, 401)
+
+    def test_errors(self):
+        code, out, err = run_doctl("token", "--user", "u1", env={"JWT_SECRET": ""})
+        self.assertEqual((code, out), (2, ""))
+        self.assertIn("JWT_SECRET", err)
+        code, _, err = run_doctl("token", "--user", "u1", "--secret-env", "NOPE_SECRET")
+        self.assertEqual(code, 2)
+        self.assertIn("NOPE_SECRET", err)
+        for args, fragment in ((["--name", "Ann"], "--user"),
+                               (["--user", "u1", "--ttl", "soon"], "--ttl"),
+                               (["--user", "u1", "--claim", "novalue"], "KEY=VALUE"),
+                               (["--user", "", ], "--user")):
+            with self.subTest(args=args):
+                code, out, err = run_doctl("token", *args, env={"JWT_SECRET": "s"})
+                self.assertEqual((code, out), (2, ""), err)
+                self.assertTrue(err.startswith("doctl: ") and fragment in err, err)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "format.h"
 
@@ -38,5 +39,16 @@ int runEvict(const GlobalOptions& options, const std::string& className,
              const std::string& object);
 int runAlarm(const GlobalOptions& options, const std::string& className,
              const std::string& object);
+
+// --- a token for the bundled apps (token.cc) ------------------------------------------
+struct TokenOptions {
+  std::string secretEnv = "JWT_SECRET";  // the environment variable holding the HS256 secret
+  std::string user;                      // sub and userId
+  std::optional<std::string> name;       // name and username; the user when unset
+  std::vector<std::string> permissions{"read", "write"};
+  int64_t ttlMs = 3600 * 1000;           // exp = iat + ttl; 0: no exp
+  std::vector<std::string> claims;       // KEY=VALUE, set last (they may replace the above)
+};
+int runToken(const GlobalOptions& options, const TokenOptions& token);
 
 }  // namespace doctl

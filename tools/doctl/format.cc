@@ -54,51 +54,6 @@ bool readNumber(std::string_view text, size_t& pos, size_t digits, int& value) {
   return true;
 }
 
-std::optional<int64_t> parseDuration(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  double total = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t start = pos;
-    while (pos < text.size() && (std::isdigit(static_cast<unsigned char>(text[pos])) ||
-                                 text[pos] == '.')) {
-      ++pos;
-    }
-    if (pos == start) return std::nullopt;
-    double number = 0;
-    try {
-      size_t used = 0;
-      std::string digits(text.substr(start, pos - start));
-      number = std::stod(digits, &used);
-      if (used != digits.size()) return std::nullopt;
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-    size_t unitStart = pos;
-    while (pos < text.size() && std::isalpha(static_cast<unsigned char>(text[pos]))) ++pos;
-    std::string_view unit = text.substr(unitStart, pos - unitStart);
-    int64_t scale;
-    if (unit == "ms") {
-      scale = 1;
-    } else if (unit == "s") {
-      scale = kMsPerSecond;
-    } else if (unit == "m") {
-      scale = kMsPerMinute;
-    } else if (unit == "h") {
-      scale = kMsPerHour;
-    } else if (unit == "d") {
-      scale = kMsPerDay;
-    } else if (unit == "w") {
-      scale = 7 * kMsPerDay;
-    } else {
-      return std::nullopt;
-    }
-    total += number * static_cast<double>(scale);
-  }
-  if (!std::isfinite(total) || total > 1e15) return std::nullopt;
-  return static_cast<int64_t>(std::llround(total));
-}
-
 std::optional<int64_t> parseRfc3339(std::string_view text) {
   size_t pos = 0;
   int year, month, day, hour = 0, minute = 0, second = 0;
@@ -373,6 +328,51 @@ std::string formatSize(int64_t bytes) {
 
 std::string shortId(const std::string& id, bool wide) {
   return wide || id.size() <= 16 ? id : id.substr(0, 16);
+}
+
+std::optional<int64_t> parseDuration(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  double total = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t start = pos;
+    while (pos < text.size() && (std::isdigit(static_cast<unsigned char>(text[pos])) ||
+                                 text[pos] == '.')) {
+      ++pos;
+    }
+    if (pos == start) return std::nullopt;
+    double number = 0;
+    try {
+      size_t used = 0;
+      std::string digits(text.substr(start, pos - start));
+      number = std::stod(digits, &used);
+      if (used != digits.size()) return std::nullopt;
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+    size_t unitStart = pos;
+    while (pos < text.size() && std::isalpha(static_cast<unsigned char>(text[pos]))) ++pos;
+    std::string_view unit = text.substr(unitStart, pos - unitStart);
+    int64_t scale;
+    if (unit == "ms") {
+      scale = 1;
+    } else if (unit == "s") {
+      scale = kMsPerSecond;
+    } else if (unit == "m") {
+      scale = kMsPerMinute;
+    } else if (unit == "h") {
+      scale = kMsPerHour;
+    } else if (unit == "d") {
+      scale = kMsPerDay;
+    } else if (unit == "w") {
+      scale = 7 * kMsPerDay;
+    } else {
+      return std::nullopt;
+    }
+    total += number * static_cast<double>(scale);
+  }
+  if (!std::isfinite(total) || total > 1e15) return std::nullopt;
+  return static_cast<int64_t>(std::llround(total));
 }
 
 std::optional<int64_t> parseSince(std::string_view text, int64_t now) {

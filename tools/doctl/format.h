@@ -96,6 +96,9 @@ std::string formatSize(int64_t bytes);
 // An id as shown in tables: its first 16 characters unless `wide`.
 std::string shortId(const std::string& id, bool wide);
 
+// A duration: "500ms", "30s", "10m", "2h", "1d", "1w", or a sum such as "1h30m"; milliseconds,
+// or nullopt if `text` is none.
+std::optional<int64_t> parseDuration(std::string_view text);
 // Parses --since: RFC 3339 ("2024-05-01T12:00:00Z", fractions and offsets allowed, "T" may be
 // a space), a date ("2024-05-01", midnight UTC), or a duration before now ("30s", "10m",
 // "2h", "1d", "1h30m"). Returns milliseconds since the epoch, or nullopt if `text` is none.

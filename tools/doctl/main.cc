@@ -1,6 +1,7 @@
 // doctl: inspects dohost's object state offline, from the data folder (read-only, safe while
 // the host runs), and online, through the admin API; replays persisted chat history.
 // Usage and examples: docs/doctl.md.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -124,6 +125,39 @@ int run(int argc, char** argv) {
   alarm->add_option("class", className, "Object class")->required();
   alarm->add_option("object", object, "Object name or id")->required();
   alarm->callback([&] { command = [&] { return doctl::runAlarm(options, className, object); }; });
+
+  doctl::TokenOptions token;
+  std::string perms, ttl, name;
+  auto* tok = app.add_subcommand("token", "Prints an HS256 JWT the bundled apps accept");
+  tok->add_option("--secret-env", token.secretEnv,
+                  "Environment variable that holds the secret")
+      ->capture_default_str();
+  tok->add_option("--user", token.user, "User id: the sub and userId claims")->required();
+  auto* nameOption =
+      tok->add_option("--name", name, "Display name: the name and username claims");
+  auto* permOption =
+      tok->add_option("--perm", perms, "Permissions, comma-separated (default read,write)");
+  auto* ttlOption =
+      tok->add_option("--ttl", ttl, "Lifetime: 30s, 10m, 1h, 7d; 0 for no exp (default 1h)");
+  tok->add_option("--claim", token.claims, "Another claim KEY=VALUE; VALUE may be JSON (repeatable)");
+  tok->callback([&] {
+    token.name = optional(name, nameOption);
+    if (permOption->count() > 0) {
+      token.permissions.clear();
+      size_t start = 0;
+      while (start <= perms.size()) {
+        size_t comma = std::min(perms.find(',', start), perms.size());
+        if (comma > start) token.permissions.push_back(perms.substr(start, comma - start));
+        start = comma + 1;
+      }
+    }
+    if (ttlOption->count() > 0) {
+      std::optional<int64_t> ms = ttl == "0" ? std::optional<int64_t>(0) : doctl::parseDuration(ttl);
+      if (!ms) throw CLI::ValidationError("--ttl", "expected a duration (30s, 10m, 1h, 7d) or 0");
+      token.ttlMs = *ms;
+    }
+    command = [&] { return doctl::runToken(options, token); };
+  });
 
   try {
     app.parse(argc, argv);
