@@ -72,7 +72,8 @@ void applyToml(const std::string& path, HostOptions& o) {
       "data", "admin", "admin_token", "idle_evict", "log_level", "durability", "plugins",
       "max_message_bytes", "max_queued_bytes", "max_sockets_per_object", "max_attachment_bytes",
       "max_request_body_bytes", "ping_interval", "ping_timeout", "alarm_retry_base",
-      "alarm_max_retries", "apps"};
+      "alarm_max_retries", "apps",
+      "log_format"};
   for (const auto& [k, v] : t) {
     if (!kKnown.count(std::string(k.str()))) {
       throw ConfigError("config: unknown key \"" + std::string(k.str()) + "\"");
@@ -86,6 +87,13 @@ void applyToml(const std::string& path, HostOptions& o) {
     LogLevel level;
     if (!parseLogLevel(*v, &level)) throw ConfigError("config: log_level must be debug, info, warn, error or off");
     setLogLevel(level);
+  }
+  if (auto v = t["log_format"]) {
+    LogFormat format;
+    if (!v.is_string() || !parseLogFormat(*v.value<std::string>(), &format)) {
+      throw ConfigError("config: log_format must be \"text\" or \"json\"");
+    }
+    setLogFormat(format);
   }
   if (auto v = t["durability"].value<std::string>()) {
     if (*v != "full" && *v != "normal") throw ConfigError("config: durability must be \"full\" or \"normal\"");
@@ -219,7 +227,7 @@ int runHost(const HostOptions& options, const Registry& registry) {
 
 int hostMain(int argc, char** argv, Registry& registry) {
   CLI::App cli{"dohost: hosts Durable Objects with their SQLite storage and WebSockets"};
-  std::string configPath, dataDir, admin, logLevel;
+  std::string configPath, dataDir, admin, logLevel, logFormat;
   std::vector<std::string> appFlags, plugins;
   std::optional<double> idleEvict;
   cli.add_option("--config", configPath, "TOML config file (dohost.toml)");
@@ -228,6 +236,7 @@ int hostMain(int argc, char** argv, Registry& registry) {
   cli.add_option("--admin", admin, "admin API HOST:PORT (default 127.0.0.1:9090)");
   cli.add_option("--idle-evict", idleEvict, "seconds before an idle object is evicted (default 10)");
   cli.add_option("--log-level", logLevel, "debug, info, warn, error or off");
+  cli.add_option("--log-format", logFormat, "text (key=value lines, the default) or json");
   cli.add_option("--plugin", plugins, "shared library exporting dohost_register (repeatable)");
   try {
     cli.parse(argc, argv);
@@ -250,6 +259,11 @@ int hostMain(int argc, char** argv, Registry& registry) {
       LogLevel level;
       if (!parseLogLevel(logLevel, &level)) throw ConfigError("--log-level must be debug, info, warn, error or off");
       setLogLevel(level);
+    }
+    if (!logFormat.empty()) {
+      LogFormat format;
+      if (!parseLogFormat(logFormat, &format)) throw ConfigError("--log-format must be text or json");
+      setLogFormat(format);
     }
     for (const std::string& p : plugins) o.plugins.push_back(p);
     for (const std::string& p : o.plugins) loadPlugin(p, registry);

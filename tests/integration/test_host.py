@@ -397,6 +397,42 @@ class ProcessTest(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(len(err.splitlines()), 1, err)
                 self.assertTrue(err.startswith("dohost: "), err)
 
+    async def test_json_log_lines(self):
+        for how in ("flag", "config"):
+            with self.subTest(how=how):
+                kwargs = ({"args": ["--log-format", "json"]} if how == "flag"
+                          else {"config": 'log_format = "json"\n'})
+                host = Host(apps=(), test_plugin=True, **kwargs).start()
+                try:
+                    ws = await host.connect("testapp", "/o/logged")
+                    await recv_json(ws)
+                    await ws.send(json.dumps({"cmd": "sendThenThrow"}))
+                    # The failed event resets the instance; the next command sees it rolled back.
+                    await ws.send(json.dumps({"cmd": "stored"}))
+                    self.assertEqual(await recv_json(ws), {"thrown": "no"})
+                    await ws.close()
+                finally:
+                    host.stop()
+                lines = [json.loads(line) for line in host.stderr().splitlines()]
+                host.close()
+                failed = [l for l in lines if l["msg"].startswith("webSocketMessage failed")]
+                self.assertTrue(failed, lines)
+                self.assertEqual(list(failed[0])[:2], ["time", "level"])
+                self.assertEqual(failed[0]["level"], "error")
+                self.assertIn("failed after sending", failed[0]["msg"])
+                self.assertEqual(failed[0]["class"], "TestEcho")
+                self.assertRegex(failed[0]["id"], "^[0-9a-f]{64}$")
+                self.assertRegex(failed[0]["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+    def test_bad_log_format_exits_2(self):
+        for args, config in ((("--log-format", "xml"), None), ((), 'log_format = "xml"'),
+                             ((), "log_format = 1")):
+            with self.subTest(args=args, config=config):
+                code, err = self.run_host(*args, config=config)
+                self.assertEqual(code, 2, err)
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertIn("log", err)
+
     def test_busy_port_exits_2(self):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
