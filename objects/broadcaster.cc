@@ -47,8 +47,10 @@ class Broadcaster final : public project::ProjectObject {
     if (!sender) return;  // not one of ours (cannot happen: every socket gets an attachment)
     touchActivity();
 
-    Json msg = Json::parse(message.data, nullptr, false);
-    if (msg.is_discarded()) return sendError(ws, "invalid_json", "Invalid JSON message format");
+    JsonError error;
+    std::optional<Json> parsed = parseJson<Json>(message.data, jsonLimits(), &error);
+    if (!parsed) return sendError(ws, "invalid_json", project::jsonErrorText(error));
+    Json& msg = *parsed;
     if (!msg.is_object()) return sendError(ws, "invalid_message", "Message must be a JSON object");
     // The client's own message id, echoed in errors so it can tell which message failed.
     std::optional<std::string> messageId;

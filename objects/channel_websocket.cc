@@ -8,6 +8,7 @@
 #include <set>
 #include <utility>
 
+#include "dohost/json.h"
 #include "objects/channel_common.h"
 #include "objects/register_all.h"
 
@@ -82,8 +83,8 @@ std::string str(const json& object, const char* key) {
 
 json attachmentOf(const WebSocket& ws) {
   if (auto bytes = ws.deserializeAttachment()) {
-    json a = json::parse(*bytes, nullptr, false);
-    if (a.is_object()) return a;
+    std::optional<json> a = parseJson(*bytes);
+    if (a && a->is_object()) return std::move(*a);
   }
   return json::object();
 }
@@ -211,7 +212,7 @@ Response ChannelWebSocket::fetch(Request& request) {
 
 Response ChannelWebSocket::connect(Request& request) {
   std::optional<std::string> user = request.header(kChannelUserHeader);
-  json identity = user ? json::parse(*user, nullptr, false) : json();
+  json identity = user ? parseJson(*user).value_or(json()) : json();
   if (!identity.is_object() || str(identity, "userId").empty()) {
     return unauthorized("no verified user");
   }
@@ -244,11 +245,18 @@ void ChannelWebSocket::webSocketMessage(WebSocket ws, const Message& message) {
     sendError(ws, kInvalidFormat);
     return;
   }
-  json msg = json::parse(message.text(), nullptr, false);
-  if (msg.is_discarded() || !msg.is_object()) {
+  JsonError error;
+  std::optional<json> parsed = parseJson(message.text(), jsonLimits(), &error);
+  if (!parsed && error.kind != JsonError::Kind::kSyntax) {
+    // Past a limit: the seed's words, and which limit.
+    sendJson(ws, json{{"type", "error"}, {"message", kInvalidFormat}, {"reason", error.message}});
+    return;
+  }
+  if (!parsed || !parsed->is_object()) {
     sendError(ws, kInvalidFormat);
     return;
   }
+  const json& msg = *parsed;
   json attachment = attachmentOf(ws);
   auto typeIt = msg.find("type");
   std::string type = typeIt != msg.end() && typeIt->is_string() ? typeIt->get<std::string>() : "";
@@ -310,7 +318,7 @@ void ChannelWebSocket::handleChat(WebSocket& ws, const json& attachment, const j
   if (!threadId.is_null()) body["threadId"] = threadId;
   callChannel("/internal/post", dump(body), [ws](Response reply) mutable {
     if (reply.status() == 200) return;
-    json error = json::parse(reply.body(), nullptr, false);
+    json error = parseJson(reply.body()).value_or(json());
     sendError(ws, error.is_object() ? str(error, "error") : "Message not stored");
   });
 }
@@ -376,7 +384,7 @@ void ChannelWebSocket::handleSync(WebSocket& ws, const json& message) {
               dump(json{{"after", from}, {"limit", kChannelSyncMaxPerRequest + 1}}),
               [ws, from](Response reply) mutable {
                 if (!ws.isOpen()) return;
-                json body = json::parse(reply.body(), nullptr, false);
+                json body = parseJson(reply.body()).value_or(json());
                 if (reply.status() != 200 || !body.is_object() || !body["messages"].is_array()) {
                   sendError(ws, "History not available");
                   return;
@@ -605,7 +613,7 @@ Response ChannelWebSocket::internal(Request& request) {
     return Response::json(200, "{}");
   }
 
-  json body = json::parse(request.body(), nullptr, false);
+  json body = parseJson(request.body()).value_or(json());
   if (!body.is_object()) return jsonError(400, "body must be a JSON object");
   std::optional<int> origin;
   if (auto it = body.find("shard"); it != body.end() && it->is_number_integer()) {
@@ -717,7 +725,7 @@ Response ChannelWebSocket::connectShard(Request& request, const json& identity,
 void ChannelWebSocket::joined(WebSocket ws, const Response& reply) {
   joining_.erase(ws.id());
   if (!ws.isOpen()) return;
-  json body = json::parse(reply.body(), nullptr, false);
+  json body = parseJson(reply.body()).value_or(json());
   if (reply.status() == 503) {
     ws.close(4503, "Channel full");
     return;

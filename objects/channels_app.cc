@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "dohost/json.h"
 #include "objects/channel_common.h"
 #include "objects/channel_websocket.h"
 #include "objects/channels_demo_page.h"
@@ -65,7 +66,7 @@ std::optional<nlohmann::json> ChannelsApp::authenticate(const Request& request,
                                                         std::string* error) const {
   std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock_.now(), error);
   if (!payload) return std::nullopt;
-  json claims = json::parse(*payload, nullptr, false);
+  json claims = parseJson(*payload).value_or(json());
   if (!claims.is_object()) {
     *error = "the token payload is not a JSON object";
     return std::nullopt;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <utility>
 
+#include "dohost/json.h"
 #include "objects/register_all.h"
 
 namespace dohost::objects {
@@ -139,8 +140,9 @@ Response HopeFlowRealtime::connect(Request& request) {
 
 Response HopeFlowRealtime::publish(Request& request) {
   // The router validated the body already; this is the object's own guard.
-  json body = json::parse(request.body(), nullptr, false);
-  if (body.is_discarded() || !body.is_object()) return jsonError(400, "body must be a JSON object");
+  std::optional<json> parsed = parseJson(request.body());
+  if (!parsed || !parsed->is_object()) return jsonError(400, "body must be a JSON object");
+  const json& body = *parsed;
   auto userIt = body.find("userId");
   if (userIt == body.end() || !userIt->is_string() || userIt->get<std::string>().empty()) {
     return jsonError(400, "userId must be a non-empty string");
@@ -203,11 +205,14 @@ void HopeFlowRealtime::webSocketMessage(WebSocket ws, const Message& message) {
     ws.send("pong");
     return;
   }
-  json msg = json::parse(message.text(), nullptr, false);
-  if (msg.is_discarded() || !msg.is_object()) {
-    sendError(ws, "messages must be JSON objects");
+  JsonError error;
+  std::optional<json> parsed = parseJson(message.text(), jsonLimits(), &error);
+  if (!parsed || !parsed->is_object()) {
+    bool limit = !parsed && error.kind != JsonError::Kind::kSyntax;
+    sendError(ws, limit ? error.message : "messages must be JSON objects");
     return;
   }
+  const json& msg = *parsed;
   auto typeIt = msg.find("type");
   if (typeIt == msg.end() || !typeIt->is_string()) {
     sendError(ws, "a message needs a string \"type\"");
@@ -249,9 +254,10 @@ void HopeFlowRealtime::changeFilters(WebSocket& ws, const json& message, bool su
   }
   std::string userId = state_.name().value_or("");
   if (auto attachment = ws.deserializeAttachment()) {
-    json previous = json::parse(*attachment, nullptr, false);
-    if (previous.is_object() && previous.contains("userId") && previous["userId"].is_string()) {
-      userId = previous["userId"].get<std::string>();
+    std::optional<json> previous = parseJson(*attachment);
+    if (previous && previous->is_object() && previous->contains("userId") &&
+        (*previous)["userId"].is_string()) {
+      userId = (*previous)["userId"].get<std::string>();
     }
   }
   try {
@@ -308,9 +314,10 @@ const std::vector<json>& HopeFlowRealtime::filtersOf(const WebSocket& ws) {
   if (it != filterCache_.end()) return it->second;
   std::vector<json> filters;
   if (auto attachment = ws.deserializeAttachment()) {
-    json stored = json::parse(*attachment, nullptr, false);
-    if (stored.is_object() && stored.contains("filters") && stored["filters"].is_array()) {
-      for (const json& f : stored["filters"]) {
+    std::optional<json> stored = parseJson(*attachment);
+    if (stored && stored->is_object() && stored->contains("filters") &&
+        (*stored)["filters"].is_array()) {
+      for (const json& f : (*stored)["filters"]) {
         if (!invalidFilter(f)) filters.push_back(f);
       }
     }
@@ -354,7 +361,7 @@ std::optional<std::string> HopeFlowApp::authenticate(const Request& request,
                                                      std::string* error) const {
   std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock_.now(), error);
   if (!payload) return std::nullopt;
-  json claims = json::parse(*payload, nullptr, false);
+  json claims = parseJson(*payload).value_or(json());
   auto it = claims.is_object() ? claims.find("userId") : claims.end();
   if (!claims.is_object() || it == claims.end() || !it->is_string() ||
       it->get<std::string>().empty()) {
@@ -406,8 +413,14 @@ Route HopeFlowApp::publish(Request& request) const {
   if (!isJsonContentType(request.header("content-type"))) {
     return Route::respond(jsonError(415, "Content-Type must be application/json"));
   }
-  json body = json::parse(request.body(), nullptr, false);
-  if (body.is_discarded()) return Route::respond(jsonError(400, "invalid JSON body"));
+  JsonError invalid;
+  std::optional<json> parsed = parseJson(request.body(), jsonLimits(), &invalid);
+  if (!parsed) {
+    bool limit = invalid.kind != JsonError::Kind::kSyntax;
+    return Route::respond(jsonError(400, limit ? "invalid JSON body: " + invalid.message
+                                               : std::string("invalid JSON body")));
+  }
+  const json& body = *parsed;
   if (!body.is_object()) return Route::respond(jsonError(400, "body must be a JSON object"));
   auto userIt = body.find("userId");
   if (userIt == body.end() || !userIt->is_string() || userIt->get<std::string>().empty()) {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dohost/dohost.h"
+#include "dohost/json.h"
 
 namespace dohost::objects::project {
 
@@ -80,6 +81,12 @@ inline Response jsonResponse(int status, const Json& body, int indent = -1) {
 
 inline Json errorBody(std::string_view error) { return Json{{"error", error}}; }
 
+// The `message` of an invalid_json error: the seeds' words for a frame that is not JSON,
+// or the limit it passed ("JSON nested deeper than 64 levels").
+inline std::string jsonErrorText(const JsonError& error) {
+  return error.kind == JsonError::Kind::kSyntax ? "Invalid JSON message format" : error.message;
+}
+
 // Who a socket is, as kept in its attachment (so it survives eviction).
 struct ClientInfo {
   std::string id;
@@ -93,8 +100,9 @@ inline std::string clientTag(std::string_view id) { return "client:" + std::stri
 inline std::optional<ClientInfo> clientInfo(const WebSocket& ws) {
   std::optional<std::string> bytes = ws.deserializeAttachment();
   if (!bytes) return std::nullopt;
-  Json j = Json::parse(*bytes, nullptr, false);
-  if (!j.is_object()) return std::nullopt;
+  std::optional<Json> parsed = parseJson<Json>(*bytes);
+  if (!parsed || !parsed->is_object()) return std::nullopt;
+  const Json& j = *parsed;
   ClientInfo info;
   info.id = j.value("id", "");
   info.type = j.value("type", "");

@@ -139,8 +139,10 @@ class WebSocketBridge final : public project::ProjectObject {
     if (!sender) return;
     touchActivity();
 
-    Json msg = Json::parse(message.data, nullptr, false);
-    if (msg.is_discarded()) return sendError(ws, "invalid_json", "Invalid JSON message format");
+    JsonError error;
+    std::optional<Json> parsed = parseJson<Json>(message.data, jsonLimits(), &error);
+    if (!parsed) return sendError(ws, "invalid_json", project::jsonErrorText(error));
+    Json& msg = *parsed;
     if (!msg.is_object()) return sendError(ws, "invalid_message", "Message must be a JSON object");
     auto type = msg.find("type");
     if (type == msg.end() || !type->is_string() || type->get_ref<const std::string&>().empty()) {
@@ -195,11 +197,11 @@ class WebSocketBridge final : public project::ProjectObject {
         SqlCursor rows = sql.exec(
             "SELECT request_json, client_id FROM pending_requests WHERE agent_id = ?", client->id);
         for (SqlRow row : rows) {
-          Json requestId = Json::parse(row.text(0), nullptr, false);
+          Json requestId = parseJson<Json>(row.text(0)).value_or(Json(nullptr));
           std::vector<WebSocket> askers = state_.getWebSockets(project::clientTag(row.text(1)));
           for (WebSocket& asker : askers) {
             sendError(asker, "agent_gone", "The agent handling this request disconnected",
-                      requestId.is_discarded() ? Json(nullptr) : requestId);
+                      requestId);
           }
         }
         sql.exec("DELETE FROM pending_requests WHERE agent_id = ?", client->id);

@@ -33,8 +33,34 @@ RULES = [
 ]
 
 
+# Outside bytes reach nlohmann's parser only through dohost::parseJson, which bounds nesting
+# (docs/operations.md, "JSON from outside"); a direct parse would let a deep value in.
+DIRECT_PARSE = re.compile(r"\b(?:json|Json|ordered_json|basic_json<[^>]*>)::parse\s*\(")
+PARSE_FOLDERS = ("runtime", "objects", "tools/dohost", "tools/doctl")
+
+
+def direct_json_parses():
+    bad = []
+    for folder in PARSE_FOLDERS:
+        for base, _, files in os.walk(os.path.join(ROOT, folder)):
+            for f in files:
+                if not f.endswith((".h", ".cc")):
+                    continue
+                path = os.path.join(base, f)
+                with open(path, encoding="utf-8") as fh:
+                    for n, line in enumerate(fh, 1):
+                        if DIRECT_PARSE.search(line):
+                            bad.append(f"{os.path.relpath(path, ROOT)}:{n}: {line.strip()}")
+    return bad
+
+
 def main():
     failed = 0
+    bad = direct_json_parses()
+    print(f"{'ok' if not bad else 'FAILED'}: JSON is parsed with dohost::parseJson (bounded depth)")
+    for b in bad:
+        print(f"    {b}")
+    failed += bool(bad)
     for name, folder, forbidden in RULES:
         bad = []
         for path, includes in sources(folder):
@@ -46,7 +72,7 @@ def main():
         for b in bad:
             print(f"    {b}")
         failed += bool(bad)
-    total = len(RULES)
+    total = len(RULES) + 1
     print(f"[doctest] test cases: {total} | {total - failed} passed | {failed} failed | 0 skipped")
     return 1 if failed else 0
 

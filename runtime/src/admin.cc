@@ -4,8 +4,8 @@
 
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
 
+#include "dohost/json.h"
 #include "dohost/object_id.h"
 #include "object_slot.h"
 
@@ -27,8 +27,9 @@ int64_t fileBytes(const std::string& path) {
 json socketJson(const detail::SocketRecord& s) {
   json j{{"id", s.id}, {"tags", s.tags}};
   if (s.hasAttachment) {
-    json parsed = json::parse(s.attachment, nullptr, false);
-    j["attachment"] = parsed.is_discarded() ? json(s.attachment) : parsed;
+    // JSON (within the depth limit) as JSON; any other bytes as a string.
+    std::optional<json> parsed = parseJson(s.attachment);
+    j["attachment"] = parsed ? std::move(*parsed) : json(s.attachment);
   } else {
     j["attachment"] = nullptr;
   }

@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <cstdlib>
@@ -12,9 +14,11 @@
 #include <unistd.h>
 
 #include "dohost/host.h"
+#include "dohost/json.h"
 #include "dohost/log.h"
 #include "runtime.h"
 #include "server.h"
+#include "toml_depth.h"
 
 namespace dohost {
 namespace {
@@ -47,9 +51,14 @@ std::string upper(std::string s) {
 }
 
 void applyToml(const std::string& path, HostOptions& o) {
+  std::ifstream file(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (!file) throw ConfigError("config " + path + ": cannot be read");
+  // toml++ recurses once per level of tables; bound them before it reads anything.
+  if (auto why = tomlNestingError(text)) throw ConfigError("config " + path + ": " + *why);
   toml::table t;
   try {
-    t = toml::parse_file(path);
+    t = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     throw ConfigError("config " + path + ": " + std::string(e.description()) + " at line " +
                       std::to_string(e.source().begin.line));
@@ -72,7 +81,7 @@ void applyToml(const std::string& path, HostOptions& o) {
       "data", "admin", "admin_token", "idle_evict", "log_level", "durability", "plugins",
       "max_message_bytes", "max_queued_bytes", "max_sockets_per_object", "max_attachment_bytes",
       "max_request_body_bytes", "ping_interval", "ping_timeout", "alarm_retry_base",
-      "alarm_max_retries", "apps",
+      "alarm_max_retries", "max_json_depth", "apps",
       "log_format"};
   for (const auto& [k, v] : t) {
     if (!kKnown.count(std::string(k.str()))) {
@@ -113,6 +122,14 @@ void applyToml(const std::string& path, HostOptions& o) {
   num("ping_timeout", o.pingTimeoutSeconds);
   num("alarm_retry_base", o.alarmRetryBaseSeconds);
   num("alarm_max_retries", o.alarmMaxRetries);
+  if (auto v = t["max_json_depth"]) {
+    std::optional<int64_t> depth = v.value_exact<int64_t>();
+    if (!depth || *depth < 1 || *depth > static_cast<int64_t>(kMaxJsonDepthSetting)) {
+      throw ConfigError("config: max_json_depth must be an integer from 1 to " +
+                        std::to_string(kMaxJsonDepthSetting));
+    }
+    o.maxJsonDepth = static_cast<size_t>(*depth);
+  }
   if (auto apps = t["apps"].as_table()) {
     for (const auto& [name, value] : *apps) {
       const toml::table* app = value.as_table();
@@ -190,6 +207,12 @@ int runHost(const HostOptions& options, const Registry& registry) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  if (options.maxJsonDepth < 1 || options.maxJsonDepth > kMaxJsonDepthSetting) {
+    std::fprintf(stderr, "dohost: max_json_depth must be from 1 to %zu\n", kMaxJsonDepthSetting);
+    return 2;
+  }
+  setJsonLimits(JsonLimits{options.maxJsonDepth});
 
   RuntimeOptions ro;
   ro.dataDir = options.dataDir;

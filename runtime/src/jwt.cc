@@ -4,7 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include <nlohmann/json.hpp>
+#include "dohost/json.h"
 
 namespace dohost {
 namespace {
@@ -83,7 +83,7 @@ std::optional<std::string> verifyJwtHs256(std::string_view token, std::string_vi
   auto payload = base64UrlDecode(token.substr(dot1 + 1, dot2 - dot1 - 1));
   auto signature = base64UrlDecode(token.substr(dot2 + 1));
   if (!header || !payload || !signature) return fail("malformed token");
-  nlohmann::json h = nlohmann::json::parse(*header, nullptr, false);
+  nlohmann::json h = parseJson(*header).value_or(nlohmann::json());
   if (!h.is_object() || !h.contains("alg") || h["alg"] != "HS256") {
     return fail("unsupported algorithm: only HS256 is accepted");
   }
@@ -92,7 +92,7 @@ std::optional<std::string> verifyJwtHs256(std::string_view token, std::string_vi
       CRYPTO_memcmp(signature->data(), expected.data(), expected.size()) != 0) {
     return fail("invalid signature");
   }
-  nlohmann::json p = nlohmann::json::parse(*payload, nullptr, false);
+  nlohmann::json p = parseJson(*payload).value_or(nlohmann::json());
   if (!p.is_object()) return fail("malformed payload");
   double seconds = static_cast<double>(toUnixMillis(now)) / 1000.0;
   if (p.contains("exp")) {

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "dohost/json.h"
 #include "http_client.h"
 
 namespace doctl {
@@ -21,7 +22,11 @@ void printJson(const json& value) {
 json call(const GlobalOptions& options, const std::string& method, const std::string& path) {
   HttpTarget target = parseHttpUrl(options.adminUrl);
   HttpResponse response = httpRequest(target, method, path, options.token);
-  json body = json::parse(response.body, nullptr, false);
+  // The host parsed what it shows with at most kMaxJsonDepthSetting levels, and wraps it in a
+  // few of its own; anything deeper is not the host's answer.
+  json body = dohost::parseJson<json>(response.body,
+                                      dohost::JsonLimits{dohost::kMaxJsonDepthSetting + 16})
+                  .value_or(json(json::value_t::discarded));
   if (response.status >= 400) {
     std::string why = response.body;
     if (body.is_object() && body.contains("error") && body["error"].is_string()) {

@@ -45,6 +45,7 @@ struct HostOptions {
   int pingTimeoutSeconds = 30;                       // then hang up if nothing came back
   double alarmRetryBaseSeconds = 2;                  // Cloudflare: 2 s doubling, 6 retries
   int alarmMaxRetries = 6;
+  size_t maxJsonDepth = 64;                          // deeper JSON from outside is an error
   std::vector<std::string> plugins;
 };
 
