@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "commands.h"
+#include "dohost/json.h"
 #include "dohost/jwt.h"
 
 namespace doctl {
@@ -32,8 +33,12 @@ int runToken(const GlobalOptions& options, const TokenOptions& token) {
     }
     // A value that reads as JSON (a number, true, an array...) is that; anything else a string.
     std::string text = claim.substr(eq + 1);
-    json value = json::parse(text, nullptr, false);
-    claims[claim.substr(0, eq)] = value.is_discarded() ? json(text) : value;
+    dohost::JsonError error;
+    std::optional<json> value = dohost::parseJson<json>(text, dohost::jsonLimits(), &error);
+    if (!value && error.kind != dohost::JsonError::Kind::kSyntax) {
+      throw CliError(kExitUsage, "token: --claim " + claim.substr(0, eq) + ": " + error.message);
+    }
+    claims[claim.substr(0, eq)] = value ? std::move(*value) : json(text);
   }
   std::string jwt = dohost::signJwtHs256(claims.dump(), secret);
   if (options.json) {
