@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "dohost/host.h"
 #include "dohost/log.h"
 #include "runtime.h"
@@ -54,6 +55,12 @@ void applyToml(const std::string& path, HostOptions& o) {
     throw ConfigError("config " + path + ": " + std::string(e.description()) + " at line " +
                       std::to_string(e.source().begin.line));
   }
+  applyConfig(t, o);
+}
+
+}  // namespace
+
+void applyConfig(const toml::table& t, HostOptions& o) {
   auto str = [&](const char* key, std::string& out) {
     if (auto v = t[key]) {
       if (!v.is_string()) throw ConfigError(std::string("config: ") + key + " must be a string");
@@ -149,6 +156,8 @@ void applyToml(const std::string& path, HostOptions& o) {
     }
   }
 }
+
+namespace {
 
 // Environment settings: JWT_SECRET for every app, DOHOST_<APP>_ADMIN_TOKEN and any
 // DOHOST_<APP>_<KEY>; the config file wins over the environment for the same key.
