@@ -89,7 +89,9 @@ std::vector<std::string> split(std::string_view path) {
 
 // Names, tags, attachments and paths come from clients: bytes that are not UTF-8 are replaced
 // (U+FFFD), never thrown on.
-std::string dumpJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dumpJson(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 Response okJson(const json& j) { return Response::json(200, dumpJson(j)); }
 

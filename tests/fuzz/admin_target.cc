@@ -24,11 +24,6 @@ constexpr std::string_view kSetup =
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  dohost::fuzz::initialize();
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace dohost::fuzz;
   std::optional<ParsedRequest> parsed =

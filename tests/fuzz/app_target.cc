@@ -4,11 +4,6 @@
 // docs/fuzzing.md).
 #include "harness.h"
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  dohost::fuzz::initialize();
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace dohost::fuzz;
   std::string_view input(reinterpret_cast<const char*>(data), size);

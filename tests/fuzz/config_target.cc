@@ -6,11 +6,6 @@
 #include "config.h"
 #include "harness.h"
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  dohost::fuzz::initialize();
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
   toml::table table;

@@ -19,7 +19,8 @@ namespace {
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
       return false;
     }
   }
@@ -28,7 +29,9 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
   return s;
 }
 
@@ -122,12 +125,14 @@ std::optional<ParsedRequest> parseRequest(std::string_view text) {
     if (line.empty()) break;
     size_t colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0) continue;  // lws refuses the request
-    headers.emplace_back(std::string(line.substr(0, colon)), std::string(trim(line.substr(colon + 1))));
+    headers.emplace_back(std::string(line.substr(0, colon)),
+                         std::string(trim(line.substr(colon + 1))));
   }
   std::string body(consumed < text.size() ? text.substr(consumed) : std::string_view());
   ParsedRequest parsed;
   for (const auto& [name, value] : headers) {
-    if (method == "GET" && equalsIgnoreCase(name, "upgrade") && equalsIgnoreCase(value, "websocket")) {
+    if (method == "GET" && equalsIgnoreCase(name, "upgrade") &&
+        equalsIgnoreCase(value, "websocket")) {
       parsed.upgrade = true;
     }
   }
@@ -136,7 +141,8 @@ std::optional<ParsedRequest> parseRequest(std::string_view text) {
 }
 
 std::string tokenFor(std::string_view userId) {
-  nlohmann::json claims{{"userId", userId}, {"username", userId}, {"permissions", {"read", "write"}}};
+  nlohmann::json claims{
+      {"userId", userId}, {"username", userId}, {"permissions", {"read", "write"}}};
   return signJwtHs256(claims.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                       kJwtSecret);
 }
@@ -187,7 +193,9 @@ SendResult Client::send(const FramePtr& frame) {
     }
   };
   remember(j);
-  if (auto payload = j.find("payload"); payload != j.end() && payload->is_object()) remember(*payload);
+  if (auto payload = j.find("payload"); payload != j.end() && payload->is_object()) {
+    remember(*payload);
+  }
   return SendResult::kQueued;
 }
 
@@ -273,7 +281,8 @@ Response Host::dispatch(App& app, Request& request) {
   if (route.answer) return std::move(*route.answer);
   auto slot = runtime_->resolve(route.className, route.name, route.id);
   if (!slot.isOk()) {
-    bool notFound = slot.status().code() == Status::Code::kNotFound && !request.isWebSocketUpgrade();
+    bool notFound =
+        slot.status().code() == Status::Code::kNotFound && !request.isWebSocketUpgrade();
     return Response::json(notFound ? 404 : 400, jsonError(slot.status().message()));
   }
   return runtime_->fetch(**slot, request);
@@ -320,7 +329,8 @@ Client* Host::upgrade(App& app, Request request, Response* refusal) {
     settle();
     return &c;
   }
-  if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
+  if (response.status() == 101)
+    response = Response::json(500, R"({"error":"upgrade not accepted"})");
   checkResponse(response, false);
   if (refusal) *refusal = std::move(response);
   settle();
@@ -480,7 +490,8 @@ void runScript(Host& host, std::string_view appName, std::string_view script, si
       Request::Headers headers;
       if (user != "-") headers.emplace_back("authorization", "Bearer " + tokenFor(user));
       if (!rest.empty()) headers.emplace_back("content-type", "application/json");
-      host.http(*app, requestFor(std::string(method), target, std::move(headers), std::string(rest)));
+      host.http(*app,
+                requestFor(std::string(method), target, std::move(headers), std::string(rest)));
     } else if (op == 'M' || op == 'm') {
       std::string_view method = word(rest);
       std::string_view target = word(rest);
@@ -503,3 +514,9 @@ void runScript(Host& host, std::string_view appName, std::string_view script, si
 }
 
 }  // namespace dohost::fuzz
+
+// libFuzzer calls this once before the first input, in every target.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  dohost::fuzz::initialize();
+  return 0;
+}

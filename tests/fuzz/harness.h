@@ -30,8 +30,8 @@ inline constexpr std::string_view kAdminToken = "fuzz-admin-token";
 // Stops the process with `what` on stderr (libFuzzer then saves the input as a crash).
 [[noreturn]] void fail(const std::string& what);
 
-// Called once per process by every target: logs off (DOHOST_FUZZ_LOG=error shows the
-// objects' handler failures, which the runtime turns into 500s and logs).
+// Logs off (DOHOST_FUZZ_LOG=error shows the objects' handler failures, which the runtime turns
+// into 500s and logs). LLVMFuzzerInitialize (harness.cc) calls it for every target.
 void initialize();
 
 // An HTTP request as text: "METHOD TARGET [VERSION]" line, "Name: value" header lines, an
@@ -75,7 +75,7 @@ class Client final : public detail::Transport {
   bool closing_ = false;  // the host started the closing handshake
   int closeCode_ = 0;
   std::string closeReason_;
-  bool gone_ = false;     // the connection ended; the runtime was told
+  bool gone_ = false;           // the connection ended; the runtime was told
   bool errorReported_ = false;  // the object got webSocketError; no close event follows
   size_t frames_ = 0;
   std::vector<std::pair<std::string, std::string>> seen_;

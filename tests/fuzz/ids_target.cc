@@ -19,14 +19,10 @@ bool isLowerHexId(std::string_view id) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  fuzz::initialize();
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
-  for (std::string_view cls : {"Broadcaster", "WebSocketBridge", "HopeFlowRealtime", "ChannelWebSocket"}) {
+  for (std::string_view cls :
+       {"Broadcaster", "WebSocketBridge", "HopeFlowRealtime", "ChannelWebSocket"}) {
     std::string error;
     std::optional<std::string> id = idFromString(cls, input, &error);
     if (id) {

@@ -16,15 +16,11 @@ void verify(std::string_view token) {
   std::string error;
   std::optional<std::string> payload = verifyJwtHs256(token, fuzz::kJwtSecret, kNow, &error);
   if (!payload && error.empty()) fuzz::fail("a refused token without a reason");
-  if (payload && !nlohmann::json::accept(*payload)) fuzz::fail("an accepted token whose payload is not JSON");
+  if (payload && !nlohmann::json::accept(*payload))
+    fuzz::fail("an accepted token whose payload is not JSON");
 }
 
 }  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  fuzz::initialize();
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
@@ -55,7 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string error;
   auto payload = verifyJwtHs256(signedInput, fuzz::kJwtSecret, kNow, &error);
   if (payload && *payload != input) fuzz::fail("the payload of a signed token changed");
-  if (!payload && error == "invalid signature") fuzz::fail("a token signed with the secret was refused as forged");
+  if (!payload && error == "invalid signature")
+    fuzz::fail("a token signed with the secret was refused as forged");
 
   std::optional<std::string> decoded = base64UrlDecode(input);
   if (decoded && base64UrlDecode(base64UrlEncode(*decoded)) != decoded) {
