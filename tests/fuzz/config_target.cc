@@ -23,6 +23,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       dohost::fuzz::fail("a config error that is not one line: " + std::string(message));
     }
   }
-  dohost::fuzz::initialize();  // log_level may have changed it
+  dohost::fuzz::initialize();  // log_level and log_format may have changed the log
   return 0;
 }

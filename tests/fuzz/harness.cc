@@ -106,6 +106,7 @@ void initialize() {
   LogLevel level = LogLevel::kOff;
   if (const char* env = std::getenv("DOHOST_FUZZ_LOG")) parseLogLevel(env, &level);
   setLogLevel(level);
+  setLogFormat(LogFormat::kText);
   dataFolder();
 }
 

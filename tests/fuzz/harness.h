@@ -30,7 +30,7 @@ inline constexpr std::string_view kAdminToken = "fuzz-admin-token";
 // Stops the process with `what` on stderr (libFuzzer then saves the input as a crash).
 [[noreturn]] void fail(const std::string& what);
 
-// Logs off (DOHOST_FUZZ_LOG=error shows the objects' handler failures, which the runtime turns
+// Logs off, as text (DOHOST_FUZZ_LOG=error shows the objects' handler failures, which the runtime turns
 // into 500s and logs). LLVMFuzzerInitialize (harness.cc) calls it for every target.
 void initialize();
 
