@@ -88,12 +88,18 @@ std::vector<std::string> split(std::string_view path) {
   return parts;
 }
 
-Response okJson(const json& j) { return Response::json(200, j.dump()); }
+// Names, tags, attachments and paths come from clients: bytes that are not UTF-8 are replaced
+// (U+FFFD), never thrown on.
+std::string dumpJson(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Response okJson(const json& j) { return Response::json(200, dumpJson(j)); }
 
 }  // namespace
 
 std::string jsonError(std::string_view message) {
-  return json{{"error", std::string(message)}}.dump();
+  return dumpJson(json{{"error", std::string(message)}});
 }
 
 std::string prometheusMetrics(Runtime& rt) {

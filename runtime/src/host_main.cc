@@ -13,6 +13,7 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "dohost/host.h"
 #include "dohost/json.h"
 #include "dohost/log.h"
@@ -63,6 +64,12 @@ void applyToml(const std::string& path, HostOptions& o) {
     throw ConfigError("config " + path + ": " + std::string(e.description()) + " at line " +
                       std::to_string(e.source().begin.line));
   }
+  applyConfig(t, o);
+}
+
+}  // namespace
+
+void applyConfig(const toml::table& t, HostOptions& o) {
   auto str = [&](const char* key, std::string& out) {
     if (auto v = t[key]) {
       if (!v.is_string()) throw ConfigError(std::string("config: ") + key + " must be a string");
@@ -166,6 +173,8 @@ void applyToml(const std::string& path, HostOptions& o) {
     }
   }
 }
+
+namespace {
 
 // Environment settings: JWT_SECRET for every app, DOHOST_<APP>_ADMIN_TOKEN and any
 // DOHOST_<APP>_<KEY>; the config file wins over the environment for the same key.

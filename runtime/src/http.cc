@@ -28,7 +28,32 @@ int hexDigit(char c) {
   return -1;
 }
 
+std::string percentEncode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+void appendQueryFragment(std::string& query, std::string_view fragment) {
+  size_t eq = fragment.find('=');
+  if (!query.empty()) query.push_back('&');
+  query += percentEncode(fragment.substr(0, eq));
+  if (eq != std::string_view::npos) {
+    query.push_back('=');
+    query += percentEncode(fragment.substr(eq + 1));
+  }
+}
 
 std::string percentDecode(std::string_view s, bool plusIsSpace) {
   std::string out;

@@ -37,6 +37,10 @@ struct Frame {
 };
 using FramePtr = std::shared_ptr<Frame>;
 
+// lws hands a request's query over as decoded `key=value` fragments; this appends one to
+// `query`, percent-encoded again, so Request::queryParam reads what the client sent.
+void appendQueryFragment(std::string& query, std::string_view fragment);
+
 namespace detail {
 
 // The connection under an accepted socket (implemented by the server). Thread: loop.

@@ -152,21 +152,6 @@ const char* statusText(int status) {
   }
 }
 
-std::string percentEncode(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 Server::Server(const HostOptions& options, Runtime& runtime, const Registry& registry)
@@ -391,14 +376,7 @@ Request Server::readRequest(lws* wsi, Conn& c) {
   for (int i = 0;; ++i) {
     int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
     if (n < 0) break;
-    std::string_view frag(buf, static_cast<size_t>(n));
-    size_t eq = frag.find('=');
-    if (!query.empty()) query.push_back('&');
-    query += percentEncode(frag.substr(0, eq));
-    if (eq != std::string_view::npos) {
-      query.push_back('=');
-      query += percentEncode(frag.substr(eq + 1));
-    }
+    appendQueryFragment(query, std::string_view(buf, static_cast<size_t>(n)));
   }
   Request::Headers headers;
   for (int t = 0; t < WSI_TOKEN_COUNT; ++t) {

@@ -171,7 +171,8 @@ bool onlyTrivia(const char* p, const char* end) {
     } else if (*p == '-' && p + 1 < end && p[1] == '-') {
       while (p < end && *p != '\n') ++p;
     } else if (*p == '/' && p + 1 < end && p[1] == '*') {
-      const char* close = std::search(p + 2, end, "*/", "*/" + 2);
+      constexpr std::string_view kClose = "*/";
+      const char* close = std::search(p + 2, end, kClose.begin(), kClose.end());
       if (close == end) return true;  // SQLite also treats an unclosed comment as the end
       p = close + 2;
     } else {

@@ -9,8 +9,11 @@ namespace dohost::testing {
 
 class TempDir {
  public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "dohost-test-XXXXXX").string();
+  // Under `base`, or the system's temporary folder when it is empty.
+  explicit TempDir(const std::string& base = {}) {
+    std::filesystem::path parent = base.empty() ? std::filesystem::temp_directory_path()
+                                                : std::filesystem::path(base);
+    std::string pattern = (parent / "dohost-test-XXXXXX").string();
     char* made = mkdtemp(pattern.data());
     if (made == nullptr) throw std::runtime_error("mkdtemp failed");
     path_ = made;
