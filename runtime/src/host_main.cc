@@ -73,7 +73,7 @@ void applyToml(const std::string& path, HostOptions& o) {
       "max_message_bytes", "max_queued_bytes", "max_sockets_per_object", "max_attachment_bytes",
       "max_request_body_bytes", "ping_interval", "ping_timeout", "alarm_retry_base",
       "alarm_max_retries", "apps",
-      "log_format"};
+      "log_format", "admin_sql_timeout", "admin_sql_max_rows", "admin_sql_max_bytes"};
   for (const auto& [k, v] : t) {
     if (!kKnown.count(std::string(k.str()))) {
       throw ConfigError("config: unknown key \"" + std::string(k.str()) + "\"");
@@ -113,6 +113,9 @@ void applyToml(const std::string& path, HostOptions& o) {
   num("ping_timeout", o.pingTimeoutSeconds);
   num("alarm_retry_base", o.alarmRetryBaseSeconds);
   num("alarm_max_retries", o.alarmMaxRetries);
+  num("admin_sql_timeout", o.adminSqlTimeoutSeconds);
+  num("admin_sql_max_rows", o.adminSqlMaxRows);
+  num("admin_sql_max_bytes", o.adminSqlMaxBytes);
   if (auto apps = t["apps"].as_table()) {
     for (const auto& [name, value] : *apps) {
       const toml::table* app = value.as_table();
