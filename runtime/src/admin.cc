@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <map>
 
+#include "admin_inspect.h"
+#include "dashboard.h"
 #include "dohost/json.h"
 #include "dohost/object_id.h"
 #include "object_slot.h"
@@ -155,6 +157,7 @@ std::string prometheusMetrics(Runtime& rt) {
 }
 
 Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) {
+  if (isDashboardPath(request.path())) return handleDashboard(options, request);
   if (!authorized(options, request)) {
     return Response::json(401, jsonError("admin API: missing or wrong bearer token"))
         .setHeader("www-authenticate", "Bearer");
@@ -196,6 +199,8 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
   if (slot == nullptr && !std::filesystem::exists(path)) {
     return Response::json(404, jsonError("no object " + parts[2] + " of class " + cls));
   }
+  // Read-only looks into the file need no slot (and make none).
+  if (parts.size() == 4 && isInspectAction(parts[3])) return handleInspect(options, path, parts[3], request);
   if (slot == nullptr) slot = &rt.slot(cls, id, name);
   if (parts.size() == 3) {
     if (method != "GET") return Response::json(405, jsonError("use GET"));

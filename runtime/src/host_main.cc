@@ -89,7 +89,7 @@ void applyConfig(const toml::table& t, HostOptions& o) {
       "max_message_bytes", "max_queued_bytes", "max_sockets_per_object", "max_attachment_bytes",
       "max_request_body_bytes", "ping_interval", "ping_timeout", "alarm_retry_base",
       "alarm_max_retries", "max_json_depth", "apps",
-      "log_format"};
+      "log_format", "admin_sql_timeout", "admin_sql_max_rows", "admin_sql_max_bytes"};
   for (const auto& [k, v] : t) {
     if (!kKnown.count(std::string(k.str()))) {
       throw ConfigError("config: unknown key \"" + std::string(k.str()) + "\"");
@@ -137,6 +137,9 @@ void applyConfig(const toml::table& t, HostOptions& o) {
     }
     o.maxJsonDepth = static_cast<size_t>(*depth);
   }
+  num("admin_sql_timeout", o.adminSqlTimeoutSeconds);
+  num("admin_sql_max_rows", o.adminSqlMaxRows);
+  num("admin_sql_max_bytes", o.adminSqlMaxBytes);
   if (auto apps = t["apps"].as_table()) {
     for (const auto& [name, value] : *apps) {
       const toml::table* app = value.as_table();

@@ -10,32 +10,12 @@
 // Usage: node chromium_demo.js <base-url> <channel> <token-a> <token-b>
 'use strict';
 
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const readline = require('readline');
-const { chromium } = require(path.join(__dirname, 'node', 'node_modules', 'playwright-core'));
+const { withChromium, nextLine, say, log, run } = require('./chromium_support');
 
 const [base, channel, tokenA, tokenB] = process.argv.slice(2);
 if (!tokenB) {
   console.error('usage: node chromium_demo.js <base-url> <channel> <token-a> <token-b>');
   process.exit(2);
-}
-
-const lines = readline.createInterface({ input: process.stdin });
-const waiting = [];
-lines.on('line', (line) => {
-  const w = waiting.shift();
-  if (w) w(line.trim());
-});
-function nextLine() {
-  return new Promise((resolve) => waiting.push(resolve));
-}
-function say(line) {
-  process.stdout.write(line + '\n');
-}
-function log(...args) {
-  process.stderr.write(args.join(' ') + '\n');
 }
 
 const state = (page) => page.evaluate(() => ({
@@ -67,14 +47,7 @@ async function sendFrom(page, text) {
 }
 
 async function main() {
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dohost-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  try {
+  await withChromium('dohost-chromium-', async (context) => {
     const open = async (token) => {
       const page = await context.newPage();
       page.on('pageerror', (e) => log('page error:', e.message));
@@ -131,14 +104,7 @@ async function main() {
       syncPagesB: afterB.syncPages,
       lastId: final.lastMessageId,
     }));
-  } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  }
+  });
 }
 
-main().then(() => process.exit(0), (e) => {
-  log(e && e.stack ? e.stack : String(e));
-  say('FAIL ' + (e && e.message ? e.message : String(e)));
-  process.exit(1);
-});
+run(main);

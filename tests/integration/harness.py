@@ -44,8 +44,16 @@ class Host:
     """One dohost process. Ports are chosen once, so restart() keeps the same URLs."""
 
     def __init__(self, apps=APPS, idle_evict=None, env=None, args=(), data=None, config=None,
-                 test_plugin=False):
+                 test_plugin=False, program=None, extra_apps=(), bundled=True):
+        """`program`: another host executable (default: $DOHOST_BIN); `extra_apps`: apps
+        beyond the bundled ones (a plugin's or the program's own), each given a port;
+        `bundled`: False for a program without the bundled apps."""
+        self.bundled = bundled
+        self.program = program or binary()
         self.apps = {a: free_port() for a in apps}
+        self.extra_apps = list(extra_apps)
+        for a in extra_apps:
+            self.apps[a] = free_port()
         self.test_plugin = test_plugin
         if test_plugin:
             self.apps["testapp"] = free_port()
@@ -61,11 +69,13 @@ class Host:
         self.stderr_path = os.path.join(self.data, "..", os.path.basename(self.data) + ".log")
 
     def command(self):
-        cmd = [binary(), "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}",
+        cmd = [self.program, "--data", self.data, "--admin", f"127.0.0.1:{self.admin_port}",
                "--log-level", "warn"]
+        for app in self.extra_apps:
+            cmd += ["--app", f"{app}=127.0.0.1:{self.apps[app]}"]
         if self.test_plugin:
             cmd += ["--plugin", test_plugin_path(), "--app", f"testapp=127.0.0.1:{self.apps['testapp']}"]
-        for app in APPS:
+        for app in APPS if self.bundled else ():
             cmd += ["--app", f"{app}=127.0.0.1:{self.apps[app]}" if app in self.apps else f"{app}=off"]
         if self.idle_evict is not None:
             cmd += ["--idle-evict", str(self.idle_evict)]

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "dohost/object_id.h"
+#include "dohost/storage/inspect.h"
 #include "format.h"
 #include "query.h"
 
@@ -39,15 +40,6 @@ bool tableExists(sqlite3* db, std::string_view table) {
   Query q(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1");
   q.bind(1, table);
   return q.step();
-}
-
-std::string quoteIdent(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out.push_back('"');
-    out.push_back(c);
-  }
-  return out + "\"";
 }
 
 std::optional<std::string> storedName(const std::string& path) {
@@ -226,20 +218,9 @@ ObjectInfo readObject(const ObjectFile& file, bool detail) {
     auto used = db->sizeBytes();
     if (used.isOk()) info.usedBytes = *used;
     if (detail) {
-      std::vector<std::string> names;
-      {
-        Query q(handle, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name");
-        while (q.step()) names.push_back(q.bytes(0));
-      }
-      for (const std::string& name : names) {
-        std::optional<int64_t> rows;
-        try {
-          Query q(handle, "SELECT count(*) FROM " + quoteIdent(name));
-          if (q.step()) rows = q.integer(0);
-        } catch (const CliError&) {
-        }
-        info.tables.emplace_back(name, rows);
-      }
+      auto tables = dohost::storage::tableRowCounts(*db);
+      if (!tables.isOk()) throw CliError(kExitFailed, tables.status().message());
+      for (auto& t : *tables) info.tables.emplace_back(std::move(t.name), t.rows);
     }
   } catch (const CliError& e) {
     info.readable = false;

@@ -7,10 +7,13 @@
 
 #include "commands.h"
 #include "data_dir.h"
+#include "dohost/storage/inspect.h"
 #include "query.h"
 
 namespace doctl {
 namespace {
+
+using dohost::Status;
 
 // Names can be long (up to 1 KiB); tables show the start of them.
 constexpr size_t kNameColumnWidth = 40;
@@ -98,8 +101,9 @@ std::string alarmCell(const ObjectInfo& info) {
 }
 
 // SQLite's message, with why doctl set things up so when a statement ran into it.
-std::string explain(std::string message, int code) {
-  if ((code & 0xFF) == SQLITE_READONLY) {
+std::string explain(const Status& status) {
+  std::string message = status.message();
+  if (status.code() == Status::Code::kNotAllowed) {
     message += " (doctl opens object databases read-only; nothing was changed)";
   } else if (message.find("too many attached databases") != std::string::npos) {
     message += " (doctl reads only the object's own database: ATTACH and VACUUM INTO are off)";
@@ -240,91 +244,32 @@ int runSql(const GlobalOptions& options, const std::string& className, const std
   DataDir data(options.dataDir);
   ObjectFile file = data.resolve(className, object);
   auto database = openReadOnly(file.path);
-  sqlite3* db = database->handle();
-  // No ATTACH (and so no VACUUM INTO, which attaches its target): doctl reads this one file
-  // and writes no other. Writes to the database itself are refused by SQLite, since the
-  // file is open read-only.
-  sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
-  // The storage layer holds object code to Cloudflare's SQL limits; an inspector gets
-  // SQLite's defaults back.
-  sqlite3_limit(db, SQLITE_LIMIT_COLUMN, 2000);
-  sqlite3_limit(db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50000);
-  sqlite3_limit(db, SQLITE_LIMIT_VARIABLE_NUMBER, 32766);
-  const char* next = sql.c_str();
   bool first = true;
-  while (*next != '\0') {
-    sqlite3_stmt* raw = nullptr;
-    const char* tail = nullptr;
-    if (sqlite3_prepare_v2(db, next, -1, &raw, &tail) != SQLITE_OK) {
-      std::string message = sqlite3_errmsg(db);
-      sqlite3_finalize(raw);
-      throw CliError(kExitFailed, "sql: " + explain(message, sqlite3_extended_errcode(db)));
-    }
-    std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> stmt(raw, &sqlite3_finalize);
-    next = tail;
-    if (raw == nullptr) continue;  // whitespace or a comment
-    int columns = sqlite3_column_count(raw);
-    std::vector<std::string> names;
-    for (int i = 0; i < columns; ++i) {
-      const char* name = sqlite3_column_name(raw, i);
-      names.emplace_back(name == nullptr ? "" : name);
-    }
-    std::vector<std::vector<dohost::SqlValue>> rows;
-    int rc;
-    while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
-      std::vector<dohost::SqlValue>& row = rows.emplace_back();
-      for (int i = 0; i < columns; ++i) {
-        switch (sqlite3_column_type(raw, i)) {
-          case SQLITE_INTEGER:
-            row.emplace_back(static_cast<int64_t>(sqlite3_column_int64(raw, i)));
-            break;
-          case SQLITE_FLOAT:
-            row.emplace_back(sqlite3_column_double(raw, i));
-            break;
-          case SQLITE_NULL:
-            row.emplace_back(nullptr);
-            break;
-          default: {
-            const void* data = sqlite3_column_blob(raw, i);
-            std::string bytes = data == nullptr ? std::string()
-                                                : std::string(static_cast<const char*>(data),
-                                                              sqlite3_column_bytes(raw, i));
-            if (sqlite3_column_type(raw, i) == SQLITE_BLOB) {
-              row.emplace_back(dohost::Blob{std::move(bytes)});
-            } else {
-              row.emplace_back(std::move(bytes));
-            }
+  Status status = dohost::storage::runReadOnlySql(
+      *database, sql, {}, [&](dohost::storage::StatementOutput& out) {
+        if (options.json) {
+          json result{{"columns", out.columns}, {"rows", json::array()}};
+          for (const auto& row : out.rows) {
+            json cells = json::array();
+            for (const auto& value : row) cells.push_back(valueJson(value));
+            result["rows"].push_back(std::move(cells));
           }
+          std::string text = result.dump(-1, ' ', false, json::error_handler_t::replace);
+          std::fwrite(text.data(), 1, text.size(), stdout);
+          std::fputc('\n', stdout);
+        } else {
+          if (!first) std::fputc('\n', stdout);
+          Table table(out.columns);
+          for (const auto& row : out.rows) {
+            std::vector<std::string> cells;
+            for (const auto& value : row) cells.push_back(valueText(value));
+            table.add(std::move(cells));
+          }
+          table.print();
         }
-      }
-    }
-    if (rc != SQLITE_DONE) {
-      throw CliError(kExitFailed,
-                     "sql: " + explain(sqlite3_errmsg(db), sqlite3_extended_errcode(db)));
-    }
-    if (columns == 0) continue;
-    if (options.json) {
-      json result{{"columns", names}, {"rows", json::array()}};
-      for (const auto& row : rows) {
-        json cells = json::array();
-        for (const auto& value : row) cells.push_back(valueJson(value));
-        result["rows"].push_back(std::move(cells));
-      }
-      std::string text = result.dump(-1, ' ', false, json::error_handler_t::replace);
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fputc('\n', stdout);
-    } else {
-      if (!first) std::fputc('\n', stdout);
-      Table table(names);
-      for (const auto& row : rows) {
-        std::vector<std::string> cells;
-        for (const auto& value : row) cells.push_back(valueText(value));
-        table.add(std::move(cells));
-      }
-      table.print();
-    }
-    first = false;
-  }
+        first = false;
+      });
+  if (!status.isOk()) throw CliError(kExitFailed, "sql: " + explain(status));
   return 0;
 }
 

@@ -47,6 +47,11 @@ struct HostOptions {
   int alarmMaxRetries = 6;
   size_t maxJsonDepth = 64;                          // deeper JSON from outside is an error
   std::vector<std::string> plugins;
+  // The admin API's read-only inspection (.../kv, .../sql; the dashboard): it runs on the loop
+  // thread, so each request is bounded in time, rows and bytes.
+  double adminSqlTimeoutSeconds = 0.5;               // then the statement is interrupted
+  size_t adminSqlMaxRows = 1000;                     // per statement (key-value entries per page)
+  size_t adminSqlMaxBytes = 4 << 20;                 // text and blob bytes per statement
 };
 
 // Runs the host until SIGINT/SIGTERM; returns the process exit code (0 after a clean
