@@ -22,6 +22,10 @@ class ObjectSlot;
 // header in place (libwebsockets' LWS_PRE; lws_server.cc checks it fits).
 inline constexpr size_t kFrameHeadroom = 16;
 
+// Messages a socket may send while it is being handed to another object; more closes it
+// (1008). The hand-over normally completes within the loop turn of the message that began it.
+inline constexpr size_t kMaxHeldMessages = 1024;
+
 // One outgoing message, built once and shared by every socket it goes to. Immutable after
 // construction except for the headroom, which the (single) loop thread rewrites per write with
 // identical header bytes.
@@ -68,11 +72,18 @@ struct SocketRecord {
   bool hasAttachment = false;
   std::optional<TimePoint> autoResponseAt;
   std::vector<FramePtr> early;       // frames sent before the transport was bound
+  // Being handed to another object (ObjectState::transferWebSocket): messages wait in `held`
+  // until the target accepted the socket.
+  bool transferring = false;
+  std::vector<Message> held;
 };
 
-// The upgrade being decided in a fetch(): the socket the object accepted, if any.
+// The upgrade being decided in a fetch(): the socket the object accepted, if any. For a
+// socket handed over by another object, `adopt` is that socket (already open), and
+// acceptWebSocket takes it instead of making a new one.
 struct UpgradeContext {
   std::shared_ptr<SocketRecord> accepted;
+  std::shared_ptr<SocketRecord> adopt;
 };
 
 // A request answered later. The server gives `deliver`; the object answers through a

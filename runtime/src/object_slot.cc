@@ -118,6 +118,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   inEvent_ = false;
   lastActivity_ = runtime_.clock().now();
   if (failure) {
+    abandon(*effects);
     if (db_ && db_->inTransaction()) {
       if (joined) {
         (void)db_->rollbackTo("_do_event");
@@ -153,6 +154,7 @@ bool ObjectSlot::flush() {
     Status s = db_->commit();
     if (!s.isOk()) {
       (void)db_->rollback();
+      for (Held& h : held_) abandon(h.effects);
       held_.clear();  // nobody hears of writes that did not persist
       dropInstance("commit failed: " + s.toString());
       runtime_.touch(*this);
@@ -283,6 +285,20 @@ void ObjectSlot::release(Effects& effects) {
     p->deliver(std::move(response));
   }
   for (auto& call : effects.calls) call();
+  for (Transfer& t : effects.transfers) {
+    runtime_.transferSocket(*this, t.socket, t.className, t.name, std::move(t.request));
+  }
+}
+
+void ObjectSlot::abandon(Effects& effects) {
+  for (Transfer& t : effects.transfers) {
+    detail::SocketRecord& s = *t.socket;
+    s.transferring = false;
+    s.held.clear();
+    if (s.state != detail::SocketState::kOpen) continue;
+    s.state = detail::SocketState::kClosing;
+    if (s.transport) s.transport->close(1011, "internal error");
+  }
 }
 
 void ObjectSlot::trackPending(const std::shared_ptr<detail::PendingResponseState>& p) {

@@ -91,6 +91,9 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   size_t broadcast(std::string_view message, const BroadcastOptions& options) override;
   void setWebSocketAutoResponse(std::string request, std::string response) override;
   std::optional<TimePoint> getWebSocketAutoResponseTimestamp(const WebSocket& ws) override;
+  void setWebSocketAutoResponder(std::string request, AutoResponder responder) override;
+  void transferWebSocket(WebSocket ws, std::string_view className, std::string_view name,
+                         Request request) override;
   TimerId setTimeout(Duration delay, std::function<void()> fn) override;
   void clearTimeout(TimerId id) override;
   std::unique_ptr<Stub> stubByName(std::string_view className, std::string_view name) override;
@@ -122,14 +125,24 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
     int closeCode = 0;
     std::string closeReason;
   };
+  struct Transfer {
+    std::shared_ptr<detail::SocketRecord> socket;
+    std::string className;
+    std::string name;
+    Request request;
+  };
   struct Effects {
     std::vector<SocketEffect> sockets;
     std::vector<std::pair<std::shared_ptr<detail::PendingResponseState>, Response>> answers;
     std::vector<std::function<void()>> calls;  // requests to other objects
+    std::vector<Transfer> transfers;           // sockets handed to other objects
   };
 
   storage::ObjectDatabase& writable();  // database() inside the event's transaction
   void release(Effects& effects);
+  // The effects of an event that failed or whose commit failed: sockets it was handing over
+  // are closed (1011), since the hand-over will not happen.
+  void abandon(Effects& effects);
   void applyNow(SocketEffect& effect);
   bool matches(const detail::SocketRecord& s, const BroadcastOptions& options) const;
 
@@ -157,7 +170,12 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   std::optional<std::optional<TimePoint>> alarmChange_;
   int txnDepth_ = 0;
   std::map<uint64_t, std::shared_ptr<detail::SocketRecord>> sockets_;  // by id = accept order
-  std::optional<std::pair<std::string, std::string>> autoResponse_;
+  struct AutoResponse {
+    std::string request;
+    std::string response;
+    AutoResponder responder;  // set: builds the response instead
+  };
+  std::optional<AutoResponse> autoResponse_;
   std::set<TimerQueue::Id> timers_;
   std::vector<std::weak_ptr<detail::PendingResponseState>> pending_;
   int pendingStubCalls_ = 0;

@@ -60,8 +60,13 @@ SendResult WebSocket::send(std::string_view text) { return sendFrame(record_, te
 SendResult WebSocket::sendBinary(std::string_view bytes) { return sendFrame(record_, bytes, true); }
 
 void WebSocket::close(int code, std::string_view reason) {
-  if (code != 1000 && (code < 3000 || code > 4999)) {
-    throw UsageError("close code must be 1000 or in 3000-4999, got " + std::to_string(code));
+  // What RFC 6455 lets an endpoint send: 1000-1003, 1007-1014 and the 3000-4999 range for
+  // libraries and applications (1004-1006 and 1015 never go on the wire).
+  bool sendable = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+                  (code >= 3000 && code <= 4999);
+  if (!sendable) {
+    throw UsageError("close code must be 1000-1003, 1007-1014 or 3000-4999, got " +
+                     std::to_string(code));
   }
   if (reason.size() > kMaxCloseReasonBytes) {
     throw UsageError("close reason must be at most 123 bytes");

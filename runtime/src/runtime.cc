@@ -214,6 +214,17 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
 void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Message message) {
   ObjectSlot* slot = socket->slot;
   if (slot == nullptr || socket->state == detail::SocketState::kClosed) return;
+  if (socket->transferring) {
+    // On its way to another object: it gets this message once it accepted the socket.
+    if (socket->held.size() >= kMaxHeldMessages) {
+      if (socket->transport) socket->transport->close(1008, "too many messages during hand-over");
+      socket->state = detail::SocketState::kClosing;
+      socket->held.clear();
+      return;
+    }
+    socket->held.push_back(std::move(message));
+    return;
+  }
   ClassMetrics& m = metrics(slot->className());
   ++m.messagesIn;
   if (!message.binary) {
@@ -242,6 +253,49 @@ void Runtime::onClose(const std::shared_ptr<detail::SocketRecord>& socket, Close
 void Runtime::onError(const std::shared_ptr<detail::SocketRecord>& socket, std::string reason) {
   endSocket(socket, "webSocketError",
             [&](DurableObject& o, WebSocket ws) { o.webSocketError(ws, reason); });
+}
+
+void Runtime::transferSocket(ObjectSlot& from, const std::shared_ptr<detail::SocketRecord>& socket,
+                             const std::string& className, const std::string& name,
+                             Request request) {
+  socket->transferring = false;
+  std::vector<Message> held = std::move(socket->held);
+  socket->held.clear();
+  // Closed (or closing) since: its close event went to `from`, nothing is left to hand over.
+  if (socket->slot != &from || socket->state != detail::SocketState::kOpen) return;
+  auto refuse = [&](int code, const std::string& reason) {
+    logLine(LogLevel::kWarn, "hand-over of a socket to " + className + " refused: " + reason,
+            from.className(), from.id());
+    socket->state = detail::SocketState::kClosing;
+    if (socket->transport) socket->transport->close(code, reason.substr(0, kMaxCloseReasonBytes));
+  };
+  if (shuttingDown_) {
+    refuse(1001, "server shutting down");
+    return;
+  }
+  Result<ObjectSlot*> target = resolve(className, name, std::nullopt);
+  if (!target.isOk()) {
+    refuse(1011, target.status().message());
+    return;
+  }
+  from.removeSocket(socket->id);
+  socket->tags.clear();
+  socket->attachment.clear();
+  socket->hasAttachment = false;
+  socket->autoResponseAt.reset();
+  detail::UpgradeContext upgrade;
+  upgrade.adopt = socket;
+  request.setUpgradeContext(&upgrade);
+  Response response = fetch(**target, request);
+  request.setUpgradeContext(nullptr);
+  if (response.status() != 101) {
+    // fetch() took the socket out of the target again; the connection itself is still up.
+    socket->state = detail::SocketState::kOpen;
+    refuse(response.status() >= 400 && response.status() < 500 ? 1008 : 1011,
+           "refused by " + className + " (" + std::to_string(response.status()) + ")");
+    return;
+  }
+  for (Message& message : held) onMessage(socket, std::move(message));
 }
 
 // The last event of a socket: it leaves the object's socket list first (so getWebSockets no

@@ -91,6 +91,10 @@ class Runtime {
   void onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Message message);
   void onClose(const std::shared_ptr<detail::SocketRecord>& socket, CloseInfo info);
   void onError(const std::shared_ptr<detail::SocketRecord>& socket, std::string reason);
+  // Hands `socket` from `from` to the object (className, name): see
+  // ObjectState::transferWebSocket. Runs after the handing event committed.
+  void transferSocket(ObjectSlot& from, const std::shared_ptr<detail::SocketRecord>& socket,
+                      const std::string& className, const std::string& name, Request request);
 
   // Admin: evict now (sockets stay open); run the alarm now. False if there is nothing to do.
   bool evictNow(ObjectSlot& slot);

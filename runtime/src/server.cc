@@ -391,7 +391,10 @@ Request Server::readRequest(lws* wsi, Conn& c) {
     if (!n.empty() && n.back() == ':') n.pop_back();
     headers.emplace_back(n, copyHeader(wsi, token));
   }
-  return Request(method, path, query, std::move(headers), std::move(c.body));
+  Request request(method, path, query, std::move(headers), std::move(c.body));
+  char peer[64] = {0};
+  if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) request.setRemoteAddress(peer);
+  return request;
 }
 
 int Server::writeResponse(lws* wsi, const Response& response, bool finishTransaction) {

@@ -30,8 +30,11 @@ WebSocket ObjectSlot::acceptWebSocket(Request& request, std::vector<std::string>
   if (sockets_.size() >= runtime_.options().maxSocketsPerObject) {
     throw UsageError("acceptWebSocket: the object has the maximum number of sockets");
   }
-  auto record = std::make_shared<detail::SocketRecord>();
-  record->id = runtime_.nextSocketId();
+  std::shared_ptr<detail::SocketRecord> record = upgrade->adopt;  // handed over: already open
+  if (!record) {
+    record = std::make_shared<detail::SocketRecord>();
+    record->id = runtime_.nextSocketId();
+  }
   record->tags = std::move(tags);
   upgrade->accepted = record;
   addSocket(record);
@@ -88,6 +91,16 @@ bool ObjectSlot::matches(const detail::SocketRecord& s, const BroadcastOptions& 
 size_t ObjectSlot::broadcast(std::string_view message, const BroadcastOptions& options) {
   FramePtr frame;  // built once, shared by every recipient
   size_t n = 0;
+  if (options.only != nullptr) {
+    for (const WebSocket& ws : *options.only) {
+      const std::shared_ptr<detail::SocketRecord>& s = ws.record();
+      if (s->slot != this || !matches(*s, options)) continue;
+      if (!frame) frame = std::make_shared<Frame>(message, options.binary);
+      enqueueSend(s, frame);
+      ++n;
+    }
+    return n;
+  }
   for (const auto& [id, s] : sockets_) {
     if (!matches(*s, options)) continue;
     if (!frame) frame = std::make_shared<Frame>(message, options.binary);
@@ -105,12 +118,43 @@ void ObjectSlot::setWebSocketAutoResponse(std::string request, std::string respo
   if (request.size() > kMaxAutoResponseBytes || response.size() > kMaxAutoResponseBytes) {
     throw UsageError("auto-response request and response are at most 2,048 bytes each");
   }
-  autoResponse_ = std::make_pair(std::move(request), std::move(response));
+  autoResponse_ = AutoResponse{std::move(request), std::move(response), nullptr};
+}
+
+void ObjectSlot::setWebSocketAutoResponder(std::string request, AutoResponder responder) {
+  if (request.empty()) {
+    autoResponse_.reset();
+    return;
+  }
+  if (request.size() > kMaxAutoResponseBytes) {
+    throw UsageError("auto-response request is at most 2,048 bytes");
+  }
+  if (!responder) throw UsageError("setWebSocketAutoResponder: no responder");
+  autoResponse_ = AutoResponse{std::move(request), {}, std::move(responder)};
 }
 
 std::optional<std::string> ObjectSlot::autoResponseFor(std::string_view message) const {
-  if (autoResponse_ && autoResponse_->first == message) return autoResponse_->second;
-  return std::nullopt;
+  if (!autoResponse_ || autoResponse_->request != message) return std::nullopt;
+  if (autoResponse_->responder) return autoResponse_->responder(now());
+  return autoResponse_->response;
+}
+
+void ObjectSlot::transferWebSocket(WebSocket ws, std::string_view className,
+                                   std::string_view name, Request request) {
+  const std::shared_ptr<detail::SocketRecord>& s = ws.record();
+  if (s->slot != this) throw UsageError("transferWebSocket: the socket is not this object's");
+  if (request.isWebSocketUpgrade()) {
+    throw UsageError("transferWebSocket: the request must not be an upgrade itself");
+  }
+  if (s->transferring) throw UsageError("transferWebSocket: the socket is already being handed over");
+  if (s->state != detail::SocketState::kOpen) return;  // closing: there is nothing to hand over
+  s->transferring = true;  // from now on its messages wait for the target
+  Transfer t{s, std::string(className), std::string(name), std::move(request)};
+  if (effects_) {
+    effects_->transfers.push_back(std::move(t));
+  } else {
+    runtime_.transferSocket(*this, t.socket, t.className, t.name, std::move(t.request));
+  }
 }
 
 std::optional<TimePoint> ObjectSlot::getWebSocketAutoResponseTimestamp(const WebSocket& ws) {

@@ -18,7 +18,7 @@ import urllib.parse
 import websockets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-APPS = ("broadcaster", "hopeflow", "channels", "bridge")
+APPS = ("broadcaster", "hopeflow", "channels", "bridge", "guide")
 JWT_SECRET = "test-secret"
 
 

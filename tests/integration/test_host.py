@@ -199,6 +199,62 @@ class CloseHandlingTest(HostTestCase):
         self.assertEqual(ws.close_reason, "done")
 
 
+class TransferTest(HostTestCase):
+    """ObjectState::transferWebSocket: a socket handed from one object to another."""
+
+    async def test_a_handed_over_socket_continues_in_the_other_object(self):
+        a = await self.connect("desk", "att=at-desk")
+        watcher = await self.connect("desk")
+        # Two commands right behind the hand-over: they wait for the new object.
+        await asyncio.gather(
+            a.send(json.dumps({"cmd": "transfer", "to": "room7", "query": "tags=moved&att=fresh"})),
+            a.send(json.dumps({"cmd": "tags"})), a.send(json.dumps({"cmd": "attachment"})))
+        self.assertEqual(await recv_json(a), {"transferring": True})
+        self.assertEqual(await recv_json(a), {"hello": "room7", "tags": ["moved"]})
+        self.assertEqual(await recv_json(a), {"tags": ["moved"]})
+        self.assertEqual(await recv_json(a), {"attachment": "fresh"})
+        self.assertEqual(await self.cmd(watcher, cmd="count"), {"count": 1})
+        self.assertEqual(await self.cmd(a, cmd="count"), {"count": 1})
+        await a.close(4000, "done")
+        closes = await wait_for(lambda: [e for e in events(self.host, "room7") if e["event"] == "close"])
+        self.assertEqual([(e["code"], e["attachment"]) for e in closes], [(4000, "fresh")])
+        self.assertEqual([e for e in events(self.host, "desk") if e["event"] == "close"], [])
+        await watcher.close()
+
+    async def test_a_refused_hand_over_closes_the_socket_1008(self):
+        a = await self.connect("desk2")
+        await a.send(json.dumps({"cmd": "transfer", "to": "wall", "refuse": True}))
+        self.assertEqual(await recv_json(a), {"transferring": True})
+        with self.assertRaises(ConnectionClosed):
+            await asyncio.wait_for(a.recv(), 5)
+        self.assertEqual(a.close_code, 1008)
+        b = await self.connect("desk2")
+        self.assertEqual(await self.cmd(b, cmd="count"), {"count": 1})
+        await b.close()
+
+    async def test_a_failed_event_hands_nothing_over_and_closes_1011(self):
+        a = await self.connect("desk3")
+        await a.send(json.dumps({"cmd": "transfer", "to": "elsewhere", "thenThrow": True}))
+        with self.assertRaises(ConnectionClosed):
+            await asyncio.wait_for(a.recv(), 5)
+        self.assertEqual(a.close_code, 1011)
+        _, detail = self.host.admin_json("GET", "/objects/TestEcho/elsewhere")
+        self.assertNotEqual(detail.get("sockets"), 1)
+
+    async def test_close_codes_an_object_may_send(self):
+        for code in (1008, 1011, 4001):
+            ws = await self.connect("codes")
+            await ws.send(json.dumps({"cmd": "close", "code": code, "reason": "why"}))
+            with self.assertRaises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            self.assertEqual((ws.close_code, ws.close_reason), (code, "why"))
+        ws = await self.connect("codes")
+        await ws.send(json.dumps({"cmd": "close", "code": 1005}))  # never sent on the wire
+        self.assertTrue(await no_message(ws, 0.3))
+        self.assertEqual(await self.cmd(ws, cmd="count"), {"count": 1})
+        await ws.close()
+
+
 class LimitsTest(HostTestCase):
     config = """
 max_message_bytes = 4096

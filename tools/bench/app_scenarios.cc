@@ -19,13 +19,16 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "app_host.h"
 #include "dohost/jwt.h"
 #include "ws_fleet.h"
 
 namespace dohost::bench {
 namespace {
 
-const char* const kApps[] = {"broadcaster", "bridge", "hopeflow", "channels"};
+const char* const kApps[] = {"broadcaster", "bridge", "hopeflow", "channels", "guide"};
+
+}  // namespace
 
 std::string randomHex() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -33,19 +36,6 @@ std::string randomHex() {
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
   return buf;
 }
-
-// A dohost (or floor server) started for one scenario, killed with SIGKILL at the end (the
-// data folder is thrown away; closing every client one by one is not what is measured).
-struct AppServer {
-  std::unique_ptr<TempFolder> dir;
-  std::unique_ptr<ChildProcess> child;  // after dir: stopped before the folder goes
-  int port = 0;
-  int adminPort = 0;
-  pid_t pid = 0;
-  ~AppServer() {
-    if (child) child->kill();
-  }
-};
 
 // dohost with only `app` listening, durability FULL, pings and eviction pushed past the run.
 // `env` is set in the bench's environment before the start (the child inherits it): the
@@ -129,7 +119,7 @@ std::unique_ptr<AppServer> startFloor(const AppBenchOptions& o, std::string* err
 }
 
 // The integer after `key` in `m` (-1 when absent).
-int64_t intAfter(std::string_view m, std::string_view key, size_t from = 0) {
+int64_t intAfter(std::string_view m, std::string_view key, size_t from) {
   size_t at = m.find(key, from);
   if (at == std::string_view::npos) return -1;
   int64_t v = 0;
@@ -150,31 +140,7 @@ std::string_view stringAfter(std::string_view m, std::string_view key) {
   return end == std::string_view::npos ? std::string_view{} : m.substr(start, end - start);
 }
 
-struct CpuWindow {
-  pid_t pid = 0;
-  ProcCpu server0, self0;
-  double machine0 = 0;
-  SteadyClock::time_point t0;
-  void start(pid_t p) {
-    pid = p;
-    server0 = readCpu(pid);
-    self0 = readCpu(getpid());
-    machine0 = machineBusySeconds();
-    t0 = SteadyClock::now();
-  }
-  // wall seconds, server CPU seconds, bench CPU seconds, other processes' CPU seconds
-  struct Result {
-    double wall = 0, server = 0, bench = 0, other = 0;
-  };
-  Result stop() const {
-    Result r;
-    r.wall = microsBetween(t0, SteadyClock::now()) / 1e6;
-    r.server = readCpu(pid).schedSeconds - server0.schedSeconds;
-    r.bench = readCpu(getpid()).schedSeconds - self0.schedSeconds;
-    r.other = std::max(0.0, machineBusySeconds() - machine0 - r.server - r.bench);
-    return r;
-  }
-};
+namespace {
 
 // --- chat -------------------------------------------------------------------------------
 
@@ -334,53 +300,6 @@ class ChatDriver {
   size_t frameBytes_ = 0;
 };
 
-// The floor at the same size: N+1 connections, one sends a frame of the chat frame's size,
-// the N others receive it; latency to the last of them.
-class FloorRounds {
- public:
-  FloorRounds(ClientFleet& fleet, size_t receivers, size_t frameBytes)
-      : fleet_(fleet), receivers_(receivers), frameBytes_(frameBytes) {
-    fleet_.onSent = [this](ClientConn& c, SteadyClock::time_point t) {
-      if (c.index == 0) sent_ = t;
-    };
-    fleet_.onMessage = [this](ClientConn& c, std::string_view, SteadyClock::time_point t) {
-      if (c.index == 0) return;
-      if (got_++ == 0) first_ = t;
-      if (got_ == receivers_) {
-        lastUs_.push_back(microsBetween(sent_, t));
-        firstUs_.push_back(microsBetween(sent_, first_));
-      }
-    };
-  }
-  ~FloorRounds() {
-    fleet_.onSent = nullptr;
-    fleet_.onMessage = nullptr;
-  }
-  bool rounds(int count, double timeout) {
-    for (int i = 0; i < count; ++i) {
-      got_ = 0;
-      std::string head = "{\"message\":{\"seq\":" + std::to_string(i) + ",\"pad\":\"";
-      std::string tail = "\"},\"type\":\"message\"}";
-      size_t fixed = head.size() + tail.size();
-      fleet_.send(0, head + std::string(frameBytes_ > fixed ? frameBytes_ - fixed : 0, 'x') + tail);
-      if (!fleet_.serveUntil([&] { return got_ >= receivers_; }, timeout)) return false;
-    }
-    return true;
-  }
-  void clearSamples() {
-    lastUs_.clear();
-    firstUs_.clear();
-  }
-  const std::vector<double>& lastUs() const { return lastUs_; }
-  const std::vector<double>& firstUs() const { return firstUs_; }
-
- private:
-  ClientFleet& fleet_;
-  size_t receivers_, frameBytes_;
-  size_t got_ = 0;
-  SteadyClock::time_point sent_, first_;
-  std::vector<double> lastUs_, firstUs_;
-};
 
 // Reads the whole history over HTTP and checks it against the tags sent: every one stored
 // exactly once, nothing else, ids increasing.

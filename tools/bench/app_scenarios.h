@@ -7,6 +7,8 @@
 //            window: messages delivered to every member per second, server CPU per delivered
 //            frame, and a check that every message is stored exactly once and that every
 //            member saw the same order.
+//   guide    the `guide` app (issue 10, guide_scenario.cc): a ChatRoom of N members, latency to
+//            the last member next to the floor; the cost of the rate-limit check per message.
 //   publish  the `hopeflow` app (issue 5): S sockets of one user subscribe and ack every
 //            envelope; publishers POST /publish on keep-alive HTTP connections. Publishes per
 //            second with every ack in, latency per publish.
@@ -23,7 +25,7 @@ struct AppBenchOptions {
   std::string selfPath;    // this executable (the floor server runs as `self --floor-server`)
   std::string dohostPath;  // the dohost binary to start
   std::string tempParent;  // where data folders go (system temp when empty)
-  size_t members = 1000;   // chat: members of the channel
+  size_t members = 1000;   // chat, guide: members of the channel (room)
   size_t senders = 10;     // chat: members sending at once in the throughput part
   size_t window = 4;       // chat: messages in flight per sender in the throughput part
   int rounds = 0;          // chat: latency rounds (0: 200,000 / N, between 30 and 2,000)
@@ -36,9 +38,11 @@ struct AppBenchOptions {
 
 Json runChatBench(const AppBenchOptions& options);
 Json runPublishBench(const AppBenchOptions& options);
+Json runGuideBench(const AppBenchOptions& options);
 
 // The figures of one scenario as a table on stdout.
 void printChatTable(const Json& chat);
 void printPublishTable(const Json& publish);
+void printGuideTable(const Json& guide);
 
 }  // namespace dohost::bench

@@ -249,7 +249,7 @@ int benchMain(int argc, char** argv) {
   size_t memorySockets = 0;
   double saturationSeconds = 2.0, storageSeconds = 2.0;
   bool json = false, noFloor = false;
-  cli.add_option("--scenario", scenarios, "storage, fanout, memory, wake, chat, publish or all (comma-separated)");
+  cli.add_option("--scenario", scenarios, "storage, fanout, memory, wake, chat, publish, guide or all (comma-separated)");
   cli.add_option("--sockets", socketsText, "receivers per fan-out, comma-separated (default 100,1000,10000)");
   cli.add_option("--rounds", rounds, "latency rounds per fan-out size (default: 200000/N, 30..2000)");
   cli.add_option("--saturation-seconds", saturationSeconds, "measured seconds of each saturation run (default 2)");
@@ -270,7 +270,7 @@ int benchMain(int argc, char** argv) {
   cli.add_option("--client-loop", clientLoop, "the bench clients' event loop: epoll (default) or poll");
   cli.add_option("--floor-loop", floorLoop, "the floor server's event loop: epoll (default) or poll (as dohost)");
   AppBenchOptions ao;
-  cli.add_option("--members", ao.members, "chat: members of the channel (default 1000)")->check(CLI::Range(2, 5000));
+  cli.add_option("--members", ao.members, "chat, guide: members of the channel or room (default 1000)")->check(CLI::Range(2, 5000));
   cli.add_option("--senders", ao.senders, "chat: members sending at once (default 10)")->check(CLI::Range(1, 1000));
   cli.add_option("--window", ao.window, "chat: messages in flight per sender (default 4)")->check(CLI::Range(1, 1000));
   cli.add_option("--app-seconds", ao.seconds, "chat, publish: measured seconds of each throughput run (default 3)")
@@ -299,9 +299,9 @@ int benchMain(int argc, char** argv) {
     std::string s;
     while (std::getline(ss, s, ',')) {
       if (s == "all") {
-        chosen.insert({"storage", "fanout", "memory", "wake", "chat", "publish"});
+        chosen.insert({"storage", "fanout", "memory", "wake", "chat", "publish", "guide"});
       } else if (s == "storage" || s == "fanout" || s == "memory" || s == "wake" || s == "chat" ||
-                 s == "publish") {
+                 s == "publish" || s == "guide") {
         chosen.insert(s);
       } else {
         std::fprintf(stderr, "dohost-bench: unknown scenario \"%s\"\n", s.c_str());
@@ -388,6 +388,7 @@ int benchMain(int argc, char** argv) {
   ao.floorLoop = floorLoop;
   if (chosen.count("chat")) r["chat"] = runChatBench(ao);
   if (chosen.count("publish")) r["publish"] = runPublishBench(ao);
+  if (chosen.count("guide")) r["guide"] = runGuideBench(ao);
   r["targets"] = checkTargets(r);
   if (!jsonOut.empty()) {
     std::ofstream out(jsonOut);
@@ -400,6 +401,7 @@ int benchMain(int argc, char** argv) {
     printTable(r);
     if (r.contains("chat")) printChatTable(r["chat"]);
     if (r.contains("publish")) printPublishTable(r["publish"]);
+    if (r.contains("guide")) printGuideTable(r["guide"]);
   }
   return 0;
 }

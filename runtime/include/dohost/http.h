@@ -61,6 +61,11 @@ class Request {
 
   bool isWebSocketUpgrade() const { return upgrade_ != nullptr; }
 
+  // The client's IP address as the host's listener saw it (text, no port; IPv4 clients of a
+  // dual-stack listener may show as ::ffff:a.b.c.d). Empty for requests between objects.
+  const std::string& remoteAddress() const { return remoteAddress_; }
+  void setRemoteAddress(std::string address) { remoteAddress_ = std::move(address); }
+
   // For fetch() handlers that answer later. REQUIRES: not a WebSocket upgrade.
   PendingResponse defer();
 
@@ -76,6 +81,7 @@ class Request {
   std::string query_;
   Headers headers_;
   std::string body_;
+  std::string remoteAddress_;
   detail::UpgradeContext* upgrade_ = nullptr;  // not owned; valid during the upgrade callback
   std::shared_ptr<detail::PendingResponseState> pending_;
 };

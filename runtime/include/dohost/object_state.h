@@ -23,7 +23,14 @@ struct BroadcastOptions {
   std::vector<std::string> tags;   // sockets with any of these tags; empty: every socket
   std::vector<WebSocket> except;   // never these
   bool binary = false;
+  // Set: only these sockets of the object (a group the object keeps itself, e.g. the
+  // subscribers of a topic), still filtered by the fields above. Not owned; read during the
+  // call only.
+  const std::vector<WebSocket>* only = nullptr;
 };
+
+// Builds an auto-response when a matching message comes (see setWebSocketAutoResponder).
+using AutoResponder = std::function<std::string(TimePoint now)>;
 
 // A reference to another object. Calls are asynchronous: the callee runs its own event after
 // the caller's event ends, and the reply arrives as an event of the caller (so neither object
@@ -63,6 +70,23 @@ class ObjectState {
   // object. Empty request clears it. Each at most 2,048 bytes.
   virtual void setWebSocketAutoResponse(std::string request, std::string response) = 0;
   virtual std::optional<TimePoint> getWebSocketAutoResponseTimestamp(const WebSocket& ws) = 0;
+  // Like setWebSocketAutoResponse, but each answer is made by `responder` when the message
+  // comes, so it can carry the time or a fresh id. The host calls it outside any event, also
+  // while the object is evicted: it must not refer to the instance or use storage. Replaces
+  // the pair set before; an empty request clears it.
+  virtual void setWebSocketAutoResponder(std::string request, AutoResponder responder) = 0;
+
+  // Hands an accepted socket over to another object (any class, by name), for connections
+  // that say who they are only in a message. After this event commits, the target's fetch()
+  // gets `request` as the upgrade of this socket: it accepts it with acceptWebSocket(request,
+  // tags) (its own tags; the attachment starts empty) and returns Response::webSocket(ws),
+  // as for a new connection. From then on every event of the socket goes to the target, and
+  // this object sees no webSocketClose for it. Messages that arrive in between wait and reach
+  // the target, in order, once it accepted. If the target answers anything else, or this
+  // event fails, the socket is closed (1008 after a 4xx answer, else 1011).
+  // REQUIRES: `ws` is open and this object's; `request` is not itself an upgrade.
+  virtual void transferWebSocket(WebSocket ws, std::string_view className, std::string_view name,
+                                 Request request) = 0;
 
   // Runs fn as an event of this object after `delay`. A pending timer keeps the object in
   // memory (it is not evicted while one is pending).

@@ -45,7 +45,8 @@ class WebSocket {
 
   SendResult send(std::string_view text);
   SendResult sendBinary(std::string_view bytes);
-  // Starts the closing handshake. Codes 1000 and 3000-4999; reason at most 123 bytes.
+  // Starts the closing handshake. Codes 1000-1003, 1007-1014 (1008: policy violation, e.g. a
+  // rate limit) and 3000-4999; reason at most 123 bytes.
   void close(int code = 1000, std::string_view reason = {});
 
   // Up to the host's attachment limit (default 16 KiB); larger throws UsageError. Kept by the

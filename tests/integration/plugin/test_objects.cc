@@ -31,6 +31,7 @@ class TestEcho final : public dohost::DurableObject {
       return Response::json(200, state_.storage().get("events").value_or("[]"));
     }
     if (!request.isWebSocketUpgrade()) return Response::text(426, "upgrade required\n");
+    if (request.header("x-refuse")) return Response::json(403, R"({"error":"refused"})");
     std::vector<std::string> tags;
     std::string list = request.queryParam("tags").value_or("");
     for (size_t i = 0; i < list.size();) {
@@ -96,6 +97,13 @@ class TestEcho final : public dohost::DurableObject {
     } else if (op == "flood") {
       std::string chunk(cmd.value("size", 65536), 'x');
       for (int i = 0; i < cmd.value("count", 1); ++i) ws.send(chunk);
+    } else if (op == "transfer") {
+      // Hands this socket to the TestEcho named `to`, whose fetch() sees `query` (tags, att).
+      Request moved("GET", "/o/" + cmd.value("to", std::string()), cmd.value("query", std::string()));
+      if (cmd.value("refuse", false)) moved.setHeader("x-refuse", "1");
+      st.transferWebSocket(ws, "TestEcho", cmd.value("to", std::string()), std::move(moved));
+      if (cmd.value("thenThrow", false)) throw std::runtime_error("failed after transferring");
+      ws.send(R"({"transferring":true})");  // from the old object, before the hand-over
     } else if (op == "alarm") {
       st.storage().setAlarm(st.now() + dohost::Duration(cmd.value("ms", 0)));
       ws.send(R"({"ok":true})");
