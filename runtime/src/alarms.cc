@@ -1,6 +1,7 @@
 // Runtime's alarm scheduling. The object's own database is the source of truth; the host index
 // (DATA/_dohost/alarms.sqlite) only guarantees the wake-up. A wake-up re-reads the object's
 // alarm and does nothing if it moved, so spurious wake-ups are harmless and none is missed.
+#include <algorithm>
 #include <cmath>
 
 #include "dohost/log.h"
@@ -29,7 +30,7 @@ void Runtime::alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when) {
 
 void Runtime::scheduleAlarm(const std::string& className, const std::string& id,
                             const std::optional<std::string>& name, TimePoint when,
-                            int retryCount) {
+                            int retryCount, int readFailures) {
   std::string key = className + "/" + id;
   AlarmTimer& a = alarms_[key];
   if (a.timer) timers_.cancel(a.timer);
@@ -38,6 +39,7 @@ void Runtime::scheduleAlarm(const std::string& className, const std::string& id,
   if (name) a.name = name;
   a.time = when;
   a.retryCount = retryCount;
+  a.readFailures = readFailures;
   a.timer = schedule(when, [this, key] { fireAlarm(key, false); });
 }
 
@@ -85,7 +87,17 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
   try {
     stored = slot->storedAlarm();
   } catch (const std::exception& e) {
-    logLine(LogLevel::kError, std::string("cannot read alarm: ") + e.what(), a.className, a.id);
+    // Unknown is not gone: the alarm stays scheduled (and in the index) and is read again
+    // after a backoff, for as long as the storage fails.
+    Duration delay = alarmBackoff(a.readFailures);
+    logLine(LogLevel::kError,
+            std::string("cannot read the stored alarm, trying again in ") +
+                std::to_string(delay.count()) + " ms: " + e.what(),
+            a.className, a.id);
+    scheduleAlarm(a.className, a.id, a.name, clock_.now() + delay, a.retryCount,
+                  a.readFailures + 1);
+    touch(*slot);
+    return;
   }
   if (!force) {
     if (!stored) {  // deleted meanwhile: the index entry was stale
@@ -122,16 +134,36 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
           a.className, a.id);
   if (a.retryCount < options_.alarmMaxRetries) {
     ++m.alarmRetries;
-    Duration delay = options_.alarmRetryBase * (int64_t{1} << a.retryCount);
-    scheduleAlarm(a.className, a.id, a.name, clock_.now() + delay, a.retryCount + 1);
+    scheduleAlarm(a.className, a.id, a.name, clock_.now() + alarmBackoff(a.retryCount),
+                  a.retryCount + 1);
     return;
   }
   // Retries exhausted: keep it visible as failed, with its last error, instead of dropping it.
   alarms_.erase(key);
+  if (!recordAlarmFailure(*slot, info.scheduledTime, a.retryCount, error)) {
+    // Not recorded (storage fails too): still the object's alarm, so it stays scheduled.
+    scheduleAlarm(a.className, a.id, a.name, clock_.now() + alarmBackoff(a.retryCount),
+                  a.retryCount);
+    touch(*slot);
+    return;
+  }
+  if (alarmIndex_) (void)alarmIndex_->remove(a.className, a.id);
+  logLine(LogLevel::kError, "alarm given up after " + std::to_string(a.retryCount) + " retries",
+          a.className, a.id);
+  touch(*slot);
+}
+
+Duration Runtime::alarmBackoff(int attempt) const {
+  int doublings = std::clamp(std::min(attempt, options_.alarmMaxRetries - 1), 0, 30);
+  return options_.alarmRetryBase * (int64_t{1} << doublings);
+}
+
+bool Runtime::recordAlarmFailure(ObjectSlot& slot, TimePoint scheduled, int retries,
+                                 const std::string& error) {
   try {
-    slot->flush();  // other events' grouped writes first; then the failure record alone
-    storage::ObjectDatabase& db = slot->database();
-    storage::AlarmFailure failure{toUnixMillis(info.scheduledTime), a.retryCount, error,
+    if (!slot.flush()) return false;  // other events' grouped writes first; then the record alone
+    storage::ObjectDatabase& db = slot.database();
+    storage::AlarmFailure failure{toUnixMillis(scheduled), retries, error,
                                   toUnixMillis(clock_.now())};
     Status s = db.begin();
     if (s.isOk()) s = db.setAlarm(std::nullopt);
@@ -141,14 +173,12 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
       (void)db.rollback();
       throw StatusError(s);
     }
-    if (alarmIndex_) (void)alarmIndex_->remove(a.className, a.id);
+    return true;
   } catch (const std::exception& e) {
     logLine(LogLevel::kError, std::string("cannot record the failed alarm: ") + e.what(),
-            a.className, a.id);
+            slot.className(), slot.id());
+    return false;
   }
-  logLine(LogLevel::kError, "alarm given up after " + std::to_string(a.retryCount) + " retries",
-          a.className, a.id);
-  touch(*slot);
 }
 
 }  // namespace dohost

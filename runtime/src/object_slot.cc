@@ -1,5 +1,6 @@
 #include "object_slot.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "dohost/errors.h"
@@ -42,21 +43,28 @@ storage::ObjectDatabase& ObjectSlot::database() {
     options.durability = runtime_.options().durability;
     options.limits = runtime_.options().storageLimits;
     std::string path = runtime_.options().dataDir + "/" + className_ + "/" + id_ + ".sqlite";
-    auto opened = storage::ObjectDatabase::open(path, options);
-    if (!opened.isOk()) throw StorageError(opened.status());
-    db_ = std::move(opened).value();
+    std::unique_ptr<storage::ObjectDatabase> db = check(storage::ObjectDatabase::open(path, options));
     fileExists_ = true;
-    auto stored = db_->meta("id");
-    if (!stored.isOk()) throw StorageError(stored.status());
-    if (!stored.value() || (name_ && !db_->meta("name").value())) {
-      Status s = db_->setIdentity(className_, id_, name_);
-      if (!s.isOk()) throw StorageError(s);
+    // Kept only once the identity is written, so a failed write is tried again next time.
+    if (!check(db->meta("id")) || (name_ && !check(db->meta("name")))) {
+      check(db->setIdentity(className_, id_, name_));
     } else if (!name_) {
-      auto storedName = db_->meta("name");
+      auto storedName = db->meta("name");
       if (storedName.isOk() && storedName.value()) name_ = storedName.value();
     }
+    db_ = std::move(db);
   }
   return *db_;
+}
+
+void ObjectSlot::check(const Status& s) {
+  if (s.isOk()) return;
+  noteFault(s);
+  throw StorageError(s);
+}
+
+void ObjectSlot::noteFault(const Status& s) {
+  if (inEvent_ && s.isStorageFault() && !fault_) fault_ = s;
 }
 
 void ObjectSlot::closeDatabase() {
@@ -68,8 +76,11 @@ void ObjectSlot::closeDatabase() {
 storage::ObjectDatabase& ObjectSlot::writable() {
   storage::ObjectDatabase& db = database();
   if (inEvent_ && !db.inTransaction()) {
-    Status s = db.begin();
-    if (!s.isOk()) throw StorageError(s);
+    // A transaction this turn opened is gone: SQLite rolled it back after an I/O error or a
+    // full disk (even one the object caught). Earlier events' writes went with it.
+    if (turnTxn_) txnLost_ = true;
+    check(db.begin());
+    turnTxn_ = true;
   }
   return db;
 }
@@ -77,7 +88,7 @@ storage::ObjectDatabase& ObjectSlot::writable() {
 // --- events ---------------------------------------------------------------------------------
 
 bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::string* error,
-                          CommitMode mode) {
+                          CommitMode mode, const std::shared_ptr<detail::SocketRecord>& origin) {
   if (inEvent_) {
     // An event never starts inside another event of the same object; the runtime defers.
     if (error) *error = "re-entrant event";
@@ -87,15 +98,13 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   effects_ = std::make_unique<Effects>();
   alarmChange_.reset();
   txnDepth_ = 0;
+  fault_.reset();
   std::optional<std::string> failure;
   // Earlier events of this loop turn may have written without committing yet (grouped
   // commit); this event's writes then sit in a savepoint so a failure undoes only them.
   bool joined = db_ && db_->inTransaction();
   try {
-    if (joined) {
-      Status s = db_->savepoint("_do_event");
-      if (!s.isOk()) throw StorageError(s);
-    }
+    if (joined) check(db_->savepoint("_do_event"));
     if (!instance_) {
       // Reached by id after a restart: the name is in the object's database.
       if (!name_ && constructedBefore_) database();
@@ -105,10 +114,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
       constructedBefore_ = true;
     }
     body(*instance_);
-    if (joined) {
-      Status s = db_->release("_do_event");
-      if (!s.isOk()) throw StorageError(s);
-    }
+    if (joined) check(db_->release("_do_event"));
   } catch (const std::exception& e) {
     failure = e.what();
   } catch (...) {
@@ -117,6 +123,18 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   std::unique_ptr<Effects> effects = std::move(effects_);
   inEvent_ = false;
   lastActivity_ = runtime_.clock().now();
+  failedOnStorage_ = false;
+  bool txnGone = txnLost_ || (turnTxn_ && !(db_ && db_->inTransaction()));
+  if ((failure && fault_) || txnGone) {
+    // A storage fault the object did not handle, or one that took the turn's transaction:
+    // the whole turn fails.
+    failedOnStorage_ = true;
+    std::string why = "storage failure: " +
+                      (fault_ ? fault_->toString() : std::string("the transaction was rolled back"));
+    failTurn(why, Status::ok(), effects.get(), origin);
+    if (error) *error = why;
+    return false;
+  }
   if (failure) {
     abandon(*effects);
     if (db_ && db_->inTransaction()) {
@@ -124,6 +142,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
         (void)db_->rollbackTo("_do_event");
       } else {
         (void)db_->rollback();
+        turnTxn_ = false;
       }
     }
     alarmChange_.reset();
@@ -132,7 +151,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
     runtime_.touch(*this);
     return false;
   }
-  held_.push_back(Held{std::move(*effects), alarmChange_});
+  held_.push_back(Held{std::move(*effects), alarmChange_, origin});
   alarmChange_.reset();
   if (db_ && db_->inTransaction() && mode == CommitMode::kGrouped) {
     // Commit once for every event of this loop turn: one fsync for a burst of messages.
@@ -143,24 +162,30 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
     runtime_.touch(*this);
     return true;
   }
-  bool committed = flush();
-  if (!committed && error) *error = "commit failed";
+  std::string commitError;
+  bool committed = flush(&commitError);
+  if (!committed && error) *error = commitError;
   return committed;
 }
 
-bool ObjectSlot::flush() {
+bool ObjectSlot::flush(std::string* error) {
   flushScheduled_ = false;
+  turnTxn_ = false;
   if (db_ && db_->inTransaction()) {
     Status s = db_->commit();
     if (!s.isOk()) {
-      (void)db_->rollback();
-      for (Held& h : held_) abandon(h.effects);
-      held_.clear();  // nobody hears of writes that did not persist
-      dropInstance("commit failed: " + s.toString());
-      runtime_.touch(*this);
+      // Nobody hears of writes that did not persist, and those who would have are told.
+      failedOnStorage_ = s.isStorageFault();
+      std::string why = "commit failed: " + s.toString();
+      failTurn(why, s, nullptr, nullptr);
+      if (error) *error = why;
       return false;
     }
     ++runtime_.metrics(className_).commits;
+    if (Status c = db_->takeCheckpointError(); !c.isOk()) {
+      logLine(LogLevel::kWarn, "checkpoint failed (the commits are safe in the log; retried "
+              "after the next commit): " + c.toString(), className_, id_);
+    }
   }
   std::vector<Held> held = std::move(held_);
   held_.clear();
@@ -170,6 +195,52 @@ bool ObjectSlot::flush() {
   }
   runtime_.touch(*this);
   return true;
+}
+
+void ObjectSlot::failTurn(const std::string& why, const Status& commitStatus, Effects* current,
+                          const std::shared_ptr<detail::SocketRecord>& origin) {
+  // A handle that became read-only (its folder did) or reads a corrupt file is replaced: the
+  // next event opens the file again, so it works once the folder is writable or the file
+  // restored. Otherwise the handle stays, and the next commit overwrites what the failed one
+  // left in the log.
+  bool reopen = fault_ ? fault_->needsReopen() : commitStatus.needsReopen();
+  fault_.reset();
+  turnTxn_ = false;
+  txnLost_ = false;
+  if (db_) {
+    if (db_->inTransaction()) (void)db_->rollback();
+    if (reopen) db_.reset();
+  }
+  std::vector<std::shared_ptr<detail::SocketRecord>> told;
+  auto tell = [&](const std::shared_ptr<detail::SocketRecord>& s) {
+    if (s && std::find(told.begin(), told.end(), s) == told.end()) told.push_back(s);
+  };
+  for (Held& h : held_) {
+    tell(h.origin);
+    for (SocketEffect& e : h.effects.sockets) tell(e.socket);
+    abandon(h.effects);
+  }
+  if (current) {
+    for (SocketEffect& e : current->sockets) tell(e.socket);
+    abandon(*current);
+  }
+  tell(origin);
+  held_.clear();
+  alarmChange_.reset();
+  dropInstance(why);
+  size_t closed = 0;
+  for (const auto& s : told) {
+    if (s->state != detail::SocketState::kOpen) continue;
+    s->state = detail::SocketState::kClosing;
+    s->early.clear();
+    if (s->transport) s->transport->close(1011, "storage failure, reconnect");
+    ++closed;
+  }
+  logLine(LogLevel::kError,
+          why + " (the turn's writes rolled back; " + std::to_string(closed) +
+              " WebSockets closed with 1011)",
+          className_, id_);
+  runtime_.touch(*this);
 }
 
 void ObjectSlot::dropInstance(const std::string& why) {

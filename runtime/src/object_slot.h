@@ -41,12 +41,22 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   // kGrouped: the commit (and the release of what the event sent) happens once for all events
   // of the object in this loop turn. kNow: commit before returning (fetch returns its response
   // to the server directly; alarms decide on retries from the outcome).
+  // `origin`: the socket whose message the event handles, closed with 1011 if the turn fails.
+  //
+  // A storage fault (Status::isStorageFault) fails the whole turn, even when the object
+  // catches the exception: SQLite may have rolled the transaction back under every event of
+  // the turn. So does a failed commit. Then every event's writes roll back, the turn's held
+  // output is dropped, and the sockets that would have heard of it (and the origins of its
+  // messages) are closed with 1011, so their clients reconnect and read committed state.
   enum class CommitMode { kGrouped, kNow };
   bool runEvent(const std::function<void(DurableObject&)>& body, std::string* error = nullptr,
-                CommitMode mode = CommitMode::kNow);
+                CommitMode mode = CommitMode::kNow,
+                const std::shared_ptr<detail::SocketRecord>& origin = nullptr);
   // Commits what grouped events wrote and releases their output. False if the commit failed.
-  bool flush();
+  bool flush(std::string* error = nullptr);
   bool flushPending() const { return flushScheduled_; }
+  // Whether the last failed event or commit failed on a storage fault (503 rather than 500).
+  bool failedOnStorage() const { return failedOnStorage_; }
 
   bool isLive() const { return instance_ != nullptr; }
   bool inEvent() const { return inEvent_; }
@@ -139,6 +149,17 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   };
 
   storage::ObjectDatabase& writable();  // database() inside the event's transaction
+  // Throws StorageError for a failed status; inside an event a storage fault also marks the
+  // turn as failed.
+  void check(const Status& s);
+  template <typename T>
+  T check(Result<T> r) {
+    if (!r.isOk()) check(r.status());
+    return std::move(r).value();
+  }
+  void noteFault(const Status& s);
+  void failTurn(const std::string& why, const Status& commitStatus, Effects* current,
+                const std::shared_ptr<detail::SocketRecord>& origin);
   void release(Effects& effects);
   // The effects of an event that failed or whose commit failed: sockets it was handing over
   // are closed (1011), since the hand-over will not happen.
@@ -164,9 +185,14 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   struct Held {
     Effects effects;
     std::optional<std::optional<TimePoint>> alarmChange;
+    std::shared_ptr<detail::SocketRecord> origin;
   };
   std::vector<Held> held_;  // events that ended but whose commit is still to come, in order
   bool flushScheduled_ = false;
+  std::optional<Status> fault_;  // the first storage fault the running event met
+  bool turnTxn_ = false;         // this turn opened a transaction (not yet committed)
+  bool txnLost_ = false;         // ... and SQLite rolled it back under the turn
+  bool failedOnStorage_ = false;
   std::optional<std::optional<TimePoint>> alarmChange_;
   int txnDepth_ = 0;
   std::map<uint64_t, std::shared_ptr<detail::SocketRecord>> sockets_;  // by id = accept order

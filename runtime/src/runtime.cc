@@ -193,7 +193,9 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
   bool ok = slot.runEvent([&](DurableObject& object) { response = object.fetch(request); }, &error);
   if (!ok) {
     logLine(LogLevel::kError, "fetch failed: " + error, slot.className(), slot.id());
-    response = Response::json(500, R"({"error":"internal error in the object"})");
+    response = slot.failedOnStorage()
+                   ? Response::json(503, R"({"error":"storage unavailable, try again later"})")
+                   : Response::json(500, R"({"error":"internal error in the object"})");
   }
   if (upgrade) {
     auto& accepted = request.upgradeContext()->accepted;
@@ -240,7 +242,7 @@ void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Mes
   WebSocket ws(socket);
   std::string error;
   if (!slot->runEvent([&](DurableObject& o) { o.webSocketMessage(ws, message); }, &error,
-                      ObjectSlot::CommitMode::kGrouped)) {
+                      ObjectSlot::CommitMode::kGrouped, socket)) {
     logLine(LogLevel::kError, "webSocketMessage failed: " + error, slot->className(), slot->id());
   }
 }

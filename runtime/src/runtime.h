@@ -143,10 +143,17 @@ class Runtime {
     std::optional<std::string> name;
     TimePoint time;
     int retryCount = 0;
+    int readFailures = 0;  // consecutive failures to read the stored alarm (storage faults)
     TimerQueue::Id timer = 0;
   };
   void scheduleAlarm(const std::string& className, const std::string& id,
-                     const std::optional<std::string>& name, TimePoint when, int retryCount);
+                     const std::optional<std::string>& name, TimePoint when, int retryCount,
+                     int readFailures = 0);
+  // The wait before retry number `attempt` + 1: alarmRetryBase doubling, at most the wait
+  // before the last retry.
+  Duration alarmBackoff(int attempt) const;
+  bool recordAlarmFailure(ObjectSlot& slot, TimePoint scheduled, int retries,
+                          const std::string& error);
   void fireAlarm(const std::string& key, bool force);
   void idleCheck(ObjectSlot& slot);
   void endSocket(const std::shared_ptr<detail::SocketRecord>& socket, const char* what,

@@ -9,16 +9,6 @@
 namespace dohost {
 namespace {
 
-template <typename T>
-T orThrow(Result<T> r) {
-  if (!r.isOk()) throw StorageError(r.status());
-  return std::move(r).value();
-}
-
-void orThrow(const Status& s) {
-  if (!s.isOk()) throw StorageError(s);
-}
-
 storage::ListOptions toStorage(const ListOptions& o) {
   storage::ListOptions s;
   s.start = o.start;
@@ -36,7 +26,7 @@ std::optional<std::string> ObjectSlot::get(std::string_view key) {
   if (noStorageYet() && key.size() <= runtime_.options().storageLimits.maxKeyBytes) {
     return std::nullopt;
   }
-  return orThrow(writable().get(key));
+  return check(writable().get(key));
 }
 
 KvPairs ObjectSlot::get(const std::vector<std::string>& keys) {
@@ -46,38 +36,38 @@ KvPairs ObjectSlot::get(const std::vector<std::string>& keys) {
       })) {
     return {};
   }
-  return orThrow(writable().get(keys));
+  return check(writable().get(keys));
 }
 
 void ObjectSlot::put(std::string_view key, std::string_view value) {
-  orThrow(writable().put(key, value));
+  check(writable().put(key, value));
 }
 
-void ObjectSlot::put(const KvPairs& entries) { orThrow(writable().put(entries)); }
+void ObjectSlot::put(const KvPairs& entries) { check(writable().put(entries)); }
 
-bool ObjectSlot::remove(std::string_view key) { return orThrow(writable().remove(key)); }
+bool ObjectSlot::remove(std::string_view key) { return check(writable().remove(key)); }
 
 int64_t ObjectSlot::remove(const std::vector<std::string>& keys) {
-  return orThrow(writable().remove(keys));
+  return check(writable().remove(keys));
 }
 
 KvPairs ObjectSlot::list(const ListOptions& options) {
   // Bad options still reach the database, whose errors are the reference.
   bool valid = !(options.start && options.startAfter) && !(options.limit && *options.limit <= 0);
   if (noStorageYet() && valid) return {};
-  return orThrow(writable().list(toStorage(options)));
+  return check(writable().list(toStorage(options)));
 }
 
 void ObjectSlot::deleteAll() {
   if (txnDepth_ > 0) throw UsageError("Cannot call deleteAll() within a transaction");
-  orThrow(writable().deleteAll());
+  check(writable().deleteAll());
   alarmChange_ = std::optional<TimePoint>();
 }
 
 void ObjectSlot::transaction(const std::function<void()>& fn) {
   storage::ObjectDatabase& db = writable();
   std::string name = "_do_txn_" + std::to_string(++txnDepth_);
-  orThrow(db.savepoint(name));
+  check(db.savepoint(name));
   auto alarmBefore = alarmChange_;
   try {
     fn();
@@ -88,12 +78,12 @@ void ObjectSlot::transaction(const std::function<void()>& fn) {
     throw;
   }
   --txnDepth_;
-  orThrow(db.release(name));
+  check(db.release(name));
 }
 
 std::optional<TimePoint> ObjectSlot::getAlarm() {
   if (noStorageYet()) return std::nullopt;
-  auto ms = orThrow(writable().alarm());
+  auto ms = check(writable().alarm());
   if (!ms) return std::nullopt;
   return fromUnixMillis(*ms);
 }
@@ -101,36 +91,36 @@ std::optional<TimePoint> ObjectSlot::getAlarm() {
 void ObjectSlot::setAlarm(TimePoint when) {
   if (toUnixMillis(when) <= 0) throw UsageError("setAlarm() needs a time after the Unix epoch");
   if (when < now()) when = now();  // a past time fires as soon as possible
-  orThrow(writable().setAlarm(toUnixMillis(when)));
-  // The host index learns of the alarm before the commit: a crash in between gives at worst a
-  // spurious wake-up, never a missed one.
-  orThrow(runtime_.alarmWillBeSet(*this, when));
+  // The host index learns of the alarm before the object stores it: a crash (or a failed
+  // write) in between gives at worst a spurious wake-up, never a stored alarm nobody wakes.
+  check(runtime_.alarmWillBeSet(*this, when));
+  check(writable().setAlarm(toUnixMillis(when)));
   alarmChange_ = when;
 }
 
 void ObjectSlot::deleteAlarm() {
-  orThrow(writable().setAlarm(std::nullopt));
+  check(writable().setAlarm(std::nullopt));
   alarmChange_ = std::optional<TimePoint>();
 }
 
 void ObjectSlot::beginAlarmRun() {
-  orThrow(writable().setAlarm(std::nullopt));
+  check(writable().setAlarm(std::nullopt));
   alarmChange_ = std::optional<TimePoint>();
 }
 
 std::optional<TimePoint> ObjectSlot::storedAlarm() {
-  auto ms = orThrow(database().alarm());
+  auto ms = check(database().alarm());
   if (!ms) return std::nullopt;
   return fromUnixMillis(*ms);
 }
 
 std::optional<storage::AlarmFailure> ObjectSlot::alarmFailure() {
-  return orThrow(database().alarmFailure());
+  return check(database().alarmFailure());
 }
 
 int64_t ObjectSlot::storageBytes() {
   try {
-    return orThrow(database().sizeBytes());
+    return check(database().sizeBytes());
   } catch (const std::exception&) {
     return 0;
   }
@@ -138,10 +128,13 @@ int64_t ObjectSlot::storageBytes() {
 
 SqlCursor ObjectSlot::execParams(std::string_view query, const std::vector<SqlValue>& params) {
   auto r = writable().exec(query, params);
-  if (!r.isOk()) throw SqlError(r.status());
+  if (!r.isOk()) {
+    noteFault(r.status());
+    throw SqlError(r.status());
+  }
   return SqlCursor(std::move(r).value());
 }
 
-int64_t ObjectSlot::databaseSize() { return orThrow(writable().sizeBytes()); }
+int64_t ObjectSlot::databaseSize() { return check(writable().sizeBytes()); }
 
 }  // namespace dohost

@@ -314,6 +314,7 @@ Result<std::unique_ptr<ObjectDatabase>> ObjectDatabase::open(const std::string& 
   // Owns `db` from here on, so every early return below closes it.
   std::unique_ptr<ObjectDatabase> database(new ObjectDatabase(db, path, options));
   if (Status s = configure(db, options); !s.isOk()) return s;
+  if (!options.readOnly) checkpointAfterCommits(db, &database->checkpointError_);
   return database;
 }
 

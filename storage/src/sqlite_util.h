@@ -21,7 +21,7 @@ namespace dohost::storage {
 inline Status errorFrom(sqlite3* db) {
   int code = sqlite3_extended_errcode(db);
   std::string message = sqlite3_errmsg(db);
-  if ((code & 0xFF) == SQLITE_READONLY) return Status::notAllowed(message);
+  if ((code & 0xFF) == SQLITE_READONLY) return Status::notAllowed(message, code);
   return Status::sqlError(code, message);
 }
 
@@ -207,6 +207,24 @@ class Statement {
   bool borrowed_ = false;
   Status status_;
 };
+
+// Checkpoints the write-ahead log after commits, as SQLite's own hook does (once the log
+// holds 1000 pages), but keeps a failed checkpoint in `*lastError` instead of dropping it
+// silently: a disk that fails only there would otherwise let the log grow without a word.
+// The commit itself stands either way; the next commit tries the checkpoint again.
+inline void checkpointAfterCommits(sqlite3* db, Status* lastError) {
+  constexpr int kCheckpointPages = 1000;
+  sqlite3_wal_hook(
+      db,
+      [](void* arg, sqlite3* handle, const char* schema, int pages) -> int {
+        if (pages < kCheckpointPages) return SQLITE_OK;
+        int rc = sqlite3_wal_checkpoint_v2(handle, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                           nullptr);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY) *static_cast<Status*>(arg) = errorFrom(handle);
+        return SQLITE_OK;
+      },
+      lastError);
+}
 
 // Runs `body` (returning Status) inside a savepoint, so a failure part-way leaves nothing
 // behind whether or not an outer transaction is open. `commits` counts the transaction when

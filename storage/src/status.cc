@@ -1,5 +1,7 @@
 #include "dohost/status.h"
 
+#include <sqlite3.h>
+
 namespace dohost {
 
 std::string Status::toString() const {
@@ -12,6 +14,38 @@ std::string Status::toString() const {
     case Code::kIoError: return "I/O error: " + message_;
   }
   return message_;
+}
+
+bool Status::isStorageFault() const {
+  if (code_ == Code::kIoError) return true;
+  switch (sqliteCode_ & 0xFF) {
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+    case SQLITE_BUSY:
+    case SQLITE_PERM:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool Status::needsReopen() const {
+  switch (sqliteCode_ & 0xFF) {
+    case SQLITE_READONLY:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace dohost

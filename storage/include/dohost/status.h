@@ -25,7 +25,11 @@ class Status {
   static Status ok() { return Status(); }
   static Status invalidArgument(std::string m) { return Status(Code::kInvalidArgument, std::move(m)); }
   static Status notFound(std::string m) { return Status(Code::kNotFound, std::move(m)); }
-  static Status notAllowed(std::string m) { return Status(Code::kNotAllowed, std::move(m)); }
+  static Status notAllowed(std::string m, int sqliteCode = 0) {
+    Status s(Code::kNotAllowed, std::move(m));
+    s.sqliteCode_ = sqliteCode;
+    return s;
+  }
   static Status ioError(std::string m) { return Status(Code::kIoError, std::move(m)); }
   static Status sqlError(int sqliteCode, std::string m) {
     Status s(Code::kSqlError, std::move(m));
@@ -37,6 +41,13 @@ class Status {
   Code code() const { return code_; }
   int sqliteCode() const { return sqliteCode_; }
   const std::string& message() const { return message_; }
+  // The disk or the file failed, not the request: an I/O error (fsync included), a full disk,
+  // a corrupt or unreadable file, a file that cannot be opened or became read-only, a lock
+  // held elsewhere. Trying again later may work; what was committed before is on disk.
+  bool isStorageFault() const;
+  // A storage fault that a fresh open of the file may cure: the file became read-only, is
+  // corrupt or not a database, or could not be opened. A handle that met one is replaced.
+  bool needsReopen() const;
   std::string toString() const;
 
  private:

@@ -118,6 +118,10 @@ class ObjectDatabase {
   Result<int64_t> sizeBytes();
   // Number of transactions this handle committed (for metrics).
   int64_t commits() const { return commits_; }
+  // Why the last checkpoint (copying the write-ahead log into the database file, which follows
+  // commits) failed, once; ok if it did not. A failed checkpoint loses nothing: the commits
+  // are in the log, and the next commit tries again.
+  Status takeCheckpointError() { return std::exchange(checkpointError_, Status::ok()); }
 
   sqlite3* handle() { return db_; }  // for tools that read the file directly
 
@@ -130,6 +134,7 @@ class ObjectDatabase {
   std::string path_;
   OpenOptions options_;
   int64_t commits_ = 0;
+  Status checkpointError_;
 };
 
 }  // namespace dohost::storage
