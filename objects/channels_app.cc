@@ -12,8 +12,6 @@ namespace dohost::objects {
 
 using channel::dump;
 using channel::jsonError;
-using channel::parseInt;
-using channel::trim;
 using channel::unauthorized;
 using nlohmann::json;
 
@@ -29,19 +27,6 @@ bool validChannelId(std::string_view id) {
   });
 }
 
-std::optional<size_t> settingNumber(const AppSettings& settings, const std::string& key,
-                                    int64_t min, int64_t max) {
-  auto it = settings.find(key);
-  if (it == settings.end()) return std::nullopt;
-  std::optional<int64_t> v = parseInt(trim(it->second));
-  if (!v || *v < min || *v > max) {
-    throw std::invalid_argument("channels: " + key + " must be an integer in " +
-                                std::to_string(min) + ".." + std::to_string(max) + ", got \"" +
-                                it->second + "\"");
-  }
-  return static_cast<size_t>(*v);
-}
-
 }  // namespace
 
 ChannelsApp::ChannelsApp(const AppSettings& settings) {
@@ -49,8 +34,9 @@ ChannelsApp::ChannelsApp(const AppSettings& settings) {
   if (jwtSecret_.empty()) {
     logLine(LogLevel::kWarn, "channels: no jwt_secret (JWT_SECRET) set; every client is refused");
   }
-  if (auto n = settingNumber(settings, "max_connections", 1, 1'000'000)) maxConnections_ = *n;
-  if (auto n = settingNumber(settings, "shards", 1, kChannelMaxShards)) shards_ = static_cast<int>(*n);
+  maxConnections_ = static_cast<size_t>(appSetting(settings, "max_connections", {1, 1'000'000, true},
+                                                   static_cast<double>(maxConnections_)));
+  shards_ = static_cast<int>(appSetting(settings, "shards", {1, kChannelMaxShards, true}, shards_));
 }
 
 int ChannelsApp::shardOf(std::string_view userId, int shards) {

@@ -346,15 +346,9 @@ HopeFlowApp::HopeFlowApp(const AppSettings& settings) {
   if (jwtSecret_.empty()) {
     logLine(LogLevel::kWarn, "hopeflow: no jwt_secret (JWT_SECRET) set; every request is refused");
   }
-  if (auto it = settings.find("ack_timeout_ms"); it != settings.end()) {
-    std::optional<int64_t> ms = parsePositive(trim(it->second));
-    if (ms && *ms <= kMaxAckTimeoutMs) {
-      ackTimeoutMs_ = *ms;
-    } else {
-      logLine(LogLevel::kWarn, "hopeflow: ack_timeout_ms must be 1.." +
-                                   std::to_string(kMaxAckTimeoutMs) + "; using 5000");
-    }
-  }
+  ackTimeoutMs_ = static_cast<int64_t>(appSetting(settings, "ack_timeout_ms",
+                                                  {1, kMaxAckTimeoutMs, true, "milliseconds"},
+                                                  static_cast<double>(ackTimeoutMs_)));
 }
 
 std::optional<std::string> HopeFlowApp::authenticate(const Request& request,

@@ -125,9 +125,11 @@ class ProjectApp : public App {
     if (auto it = settings.find("admin_token"); it != settings.end() && !it->second.empty()) {
       adminToken_ = it->second;
     }
-    if (auto it = settings.find("cleanup_seconds"); it != settings.end()) {
-      cleanupMs_ = parseCleanupSeconds(it->second);
-    }
+    // At most ten years, so the milliseconds fit comfortably.
+    cleanupMs_ = static_cast<int64_t>(
+        appSetting(settings, "cleanup_seconds", {0, 315'360'000, false, "seconds"},
+                   static_cast<double>(cleanupMs_) / 1000) *
+        1000);
   }
 
   Route route(Request& request) override {
@@ -209,22 +211,6 @@ class ProjectApp : public App {
   }
 
   static int64_t nowMillis() { return toUnixMillis(SystemClock().now()); }
-
-  // A bad value stops the host at start (the host turns the exception into exit code 2).
-  static int64_t parseCleanupSeconds(const std::string& text) {
-    size_t used = 0;
-    double seconds = -1;
-    try {
-      seconds = std::stod(text, &used);
-    } catch (const std::exception&) {
-    }
-    // At most ten years, so the milliseconds fit comfortably.
-    if (used != text.size() || !(seconds >= 0) || seconds > 315'360'000) {
-      throw std::invalid_argument("cleanup_seconds must be a number of seconds >= 0, got '" +
-                                  text + "'");
-    }
-    return static_cast<int64_t>(seconds * 1000);
-  }
 
   std::string appName_;
   std::string className_;

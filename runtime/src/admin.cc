@@ -45,9 +45,15 @@ json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
   json j{{"class", slot.className()},
          {"id", slot.id()},
          {"name", slot.name() ? json(*slot.name()) : json(nullptr)},
-         {"state", slot.isLive() ? "live" : "evicted"},
+         {"state", slot.failedUntil() ? "failed" : slot.isLive() ? "live" : "evicted"},
          {"sockets", slot.sockets().size()},
          {"storageBytes", fileBytes(path)}};
+  if (const auto& f = slot.failure()) {  // recent failures of its constructor, fetch or alarm
+    j["failure"] = {{"count", f->count},
+                    {"lastError", f->lastError},
+                    {"lastFailureAt", toUnixMillis(f->lastAt)},
+                    {"retryAt", f->retryAt ? json(toUnixMillis(*f->retryAt)) : json(nullptr)}};
+  }
   auto blocker = slot.evictionBlocker();
   j["evictable"] = slot.isLive() && !blocker;
   if (slot.isLive() && blocker) j["notEvictableBecause"] = *blocker;
@@ -106,7 +112,7 @@ std::string jsonError(std::string_view message) {
 
 std::string prometheusMetrics(Runtime& rt) {
   struct Gauges {
-    int64_t live = 0, known = 0, sockets = 0;
+    int64_t live = 0, known = 0, sockets = 0, failed = 0;
   };
   std::map<std::string, Gauges> gauges;
   for (const auto& [name, factory] : rt.registry().classes()) gauges[name];
@@ -115,6 +121,7 @@ std::string prometheusMetrics(Runtime& rt) {
     g.live += s->isLive();
     g.known += 1;
     g.sockets += static_cast<int64_t>(s->sockets().size());
+    g.failed += s->failedUntil().has_value();
   }
   for (const auto& a : rt.alarmsWithoutSlot()) gauges[a.className].known += 1;
   std::string out;
@@ -153,6 +160,12 @@ std::string prometheusMetrics(Runtime& rt) {
          [](const Gauges&, const ClassMetrics& m) { return m.alarmRetries; });
   family("dohost_storage_commits_total", "counter", "Storage transactions committed.",
          [](const Gauges&, const ClassMetrics& m) { return m.commits; });
+  family("dohost_object_failures_total", "counter",
+         "Failures of an object's constructor, fetch or alarm (they lead to the failed state).",
+         [](const Gauges&, const ClassMetrics& m) { return m.objectFailures; });
+  family("dohost_objects_failed", "gauge",
+         "Objects in the failed state (not run until their retry time).",
+         [](const Gauges& g, const ClassMetrics&) { return g.failed; });
   return out;
 }
 

@@ -112,6 +112,10 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
       return;
     }
   }
+  if (auto until = slot->failedUntil()) {  // a failed object's alarm waits for its retry time
+    scheduleAlarm(a.className, a.id, a.name, *until, a.retryCount);
+    return;
+  }
   ClassMetrics& m = metrics(a.className);
   ++m.alarmsFired;
   AlarmInfo info{stored.value_or(a.time), a.retryCount};
@@ -121,7 +125,7 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
         slot->beginAlarmRun();
         o.alarm(info);
       },
-      &error);
+      &error, ObjectSlot::CommitMode::kNow, ObjectSlot::EventKind::kAlarm);
   if (ok) {
     // runEvent already applied the handler's own alarm change (beginAlarmRun cleared it, so
     // either a new alarm was scheduled or the alarm was removed).

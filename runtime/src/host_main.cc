@@ -4,12 +4,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <set>
 #include <sstream>
-#include <cstdlib>
 #include <thread>
+#include <variant>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "dohost/host.h"
 #include "dohost/json.h"
 #include "dohost/log.h"
+#include "dohost/settings.h"
 #include "runtime.h"
 #include "server.h"
 #include "toml_depth.h"
@@ -44,6 +46,75 @@ ListenerOptions parseListen(const std::string& what, const std::string& text) {
   }
   l.port = static_cast<int>(p);
   return l;
+}
+
+// Every number the host reads: its config key (the flag is the key with '-' for '_'), its type
+// and range, and the field it sets. Flags, the config file and runHost() all check against it.
+struct NumberSetting {
+  const char* key;
+  NumberRange range;
+  std::variant<double HostOptions::*, int HostOptions::*, size_t HostOptions::*> field;
+  const char* help;
+};
+
+constexpr double kYear = 365 * 86400.0;
+constexpr double kGiB = 1 << 30;
+
+const NumberSetting kNumberSettings[] = {
+    {"idle_evict", {0, kYear, false, "seconds"}, &HostOptions::idleEvictSeconds,
+     "seconds before an idle object is evicted (default 10)"},
+    {"max_message_bytes", {1, kGiB, true, "bytes"}, &HostOptions::maxMessageBytes,
+     "larger inbound WebSocket messages close the socket with 1009"},
+    {"max_queued_bytes", {1, 16 * kGiB, true, "bytes"}, &HostOptions::maxQueuedBytesPerSocket,
+     "outbound bytes queued per socket; a slower reader is closed with 1008"},
+    {"max_sockets_per_object", {1, 1'000'000, true}, &HostOptions::maxSocketsPerObject,
+     "more upgrades to one object are answered 503"},
+    {"max_attachment_bytes", {0, 16 << 20, true, "bytes"}, &HostOptions::maxAttachmentBytes,
+     "the largest socket attachment"},
+    {"max_request_body_bytes", {0, kGiB, true, "bytes"}, &HostOptions::maxRequestBodyBytes,
+     "larger HTTP request bodies are answered 413"},
+    // lws keeps both, and their sum, in 16 bits.
+    {"ping_interval", {0, 32767, true, "seconds"}, &HostOptions::pingIntervalSeconds,
+     "seconds of silence before a socket is pinged (0: never)"},
+    {"ping_timeout", {1, 32767, true, "seconds"}, &HostOptions::pingTimeoutSeconds,
+     "seconds without an answer to a ping before the socket is dropped"},
+    {"alarm_retry_base", {0.001, 86400, false, "seconds"}, &HostOptions::alarmRetryBaseSeconds,
+     "first wait before a failed alarm is retried; doubles per retry"},
+    {"alarm_max_retries", {0, 30, true}, &HostOptions::alarmMaxRetries,
+     "retries of a failing alarm before it is recorded as failed"},
+    {"object_failure_limit", {1, 1'000'000, true}, &HostOptions::objectFailureLimit,
+     "failures of one object within the window that put it in the failed state"},
+    {"object_failure_window", {0.001, 86400, false, "seconds"},
+     &HostOptions::objectFailureWindowSeconds, "the window in which failures are counted"},
+    {"object_failure_backoff", {0.001, 86400, false, "seconds"},
+     &HostOptions::objectFailureBackoffSeconds,
+     "first wait before a failed object is tried again; doubles each time it fails again"},
+    {"object_failure_backoff_max", {0.001, kYear, false, "seconds"},
+     &HostOptions::objectFailureBackoffMaxSeconds, "the longest wait"},
+    {"max_json_depth", {1, static_cast<double>(kMaxJsonDepthSetting), true},
+     &HostOptions::maxJsonDepth, "JSON from outside nested deeper is an error"},
+    {"admin_sql_timeout", {0.001, 3600, false, "seconds"}, &HostOptions::adminSqlTimeoutSeconds,
+     "the admin API's read-only SQL is interrupted after this"},
+    {"admin_sql_max_rows", {1, 1'000'000, true}, &HostOptions::adminSqlMaxRows,
+     "rows per statement (and key-value entries per page) the admin API returns"},
+    {"admin_sql_max_bytes", {1, kGiB, true, "bytes"}, &HostOptions::adminSqlMaxBytes,
+     "text and blob bytes per statement the admin API returns"},
+};
+
+std::string flagOf(const char* key) {
+  std::string flag = std::string("--") + key;
+  for (char& c : flag) c = c == '_' ? '-' : c;
+  return flag;
+}
+
+// Sets the field of `s` to `value` (already range-checked).
+void assign(HostOptions& o, const NumberSetting& s, double value) {
+  std::visit([&](auto member) { o.*member = static_cast<std::remove_reference_t<decltype(o.*member)>>(value); },
+             s.field);
+}
+
+double valueOf(const HostOptions& o, const NumberSetting& s) {
+  return std::visit([&](auto member) { return static_cast<double>(o.*member); }, s.field);
 }
 
 std::string upper(std::string s) {
@@ -76,29 +147,27 @@ void applyConfig(const toml::table& t, HostOptions& o) {
       out = *v.value<std::string>();
     }
   };
-  auto num = [&](const char* key, auto& out) {
-    if (auto v = t[key]) {
-      if (!v.is_number()) throw ConfigError(std::string("config: ") + key + " must be a number");
-      double d = *v.value<double>();
-      if (d < 0) throw ConfigError(std::string("config: ") + key + " must not be negative");
-      out = static_cast<std::remove_reference_t<decltype(out)>>(d);
-    }
-  };
-  static const std::set<std::string> kKnown = {
-      "data", "admin", "admin_token", "idle_evict", "log_level", "durability", "plugins",
-      "max_message_bytes", "max_queued_bytes", "max_sockets_per_object", "max_attachment_bytes",
-      "max_request_body_bytes", "ping_interval", "ping_timeout", "alarm_retry_base",
-      "alarm_max_retries", "max_json_depth", "apps",
-      "log_format", "admin_sql_timeout", "admin_sql_max_rows", "admin_sql_max_bytes"};
+  std::set<std::string> known = {"data",       "admin",   "admin_token", "log_level", "log_format",
+                                 "durability", "plugins", "apps"};
+  for (const NumberSetting& s : kNumberSettings) known.insert(s.key);
   for (const auto& [k, v] : t) {
-    if (!kKnown.count(std::string(k.str()))) {
+    if (!known.count(std::string(k.str()))) {
       throw ConfigError("config: unknown key \"" + std::string(k.str()) + "\"");
     }
+  }
+  for (const NumberSetting& s : kNumberSettings) {
+    auto v = t[s.key];
+    if (!v) continue;
+    std::string what = std::string("config: ") + s.key;
+    if (!v.is_number()) throw ConfigError(what + " must be a number");
+    // An integer as it is (value<double> refuses one that a double cannot hold exactly).
+    auto i = v.value_exact<int64_t>();
+    double d = i ? static_cast<double>(*i) : *v.value_exact<double>();
+    assign(o, s, checkSetting(what, d, s.range));
   }
   str("data", o.dataDir);
   if (auto v = t["admin"].value<std::string>()) o.admin = parseListen("config admin", *v);
   str("admin_token", o.adminToken);
-  num("idle_evict", o.idleEvictSeconds);
   if (auto v = t["log_level"].value<std::string>()) {
     LogLevel level;
     if (!parseLogLevel(*v, &level)) throw ConfigError("config: log_level must be debug, info, warn, error or off");
@@ -120,26 +189,6 @@ void applyConfig(const toml::table& t, HostOptions& o) {
       if (auto s = e.value<std::string>()) o.plugins.push_back(*s);
     }
   }
-  num("max_message_bytes", o.maxMessageBytes);
-  num("max_queued_bytes", o.maxQueuedBytesPerSocket);
-  num("max_sockets_per_object", o.maxSocketsPerObject);
-  num("max_attachment_bytes", o.maxAttachmentBytes);
-  num("max_request_body_bytes", o.maxRequestBodyBytes);
-  num("ping_interval", o.pingIntervalSeconds);
-  num("ping_timeout", o.pingTimeoutSeconds);
-  num("alarm_retry_base", o.alarmRetryBaseSeconds);
-  num("alarm_max_retries", o.alarmMaxRetries);
-  if (auto v = t["max_json_depth"]) {
-    std::optional<int64_t> depth = v.value_exact<int64_t>();
-    if (!depth || *depth < 1 || *depth > static_cast<int64_t>(kMaxJsonDepthSetting)) {
-      throw ConfigError("config: max_json_depth must be an integer from 1 to " +
-                        std::to_string(kMaxJsonDepthSetting));
-    }
-    o.maxJsonDepth = static_cast<size_t>(*depth);
-  }
-  num("admin_sql_timeout", o.adminSqlTimeoutSeconds);
-  num("admin_sql_max_rows", o.adminSqlMaxRows);
-  num("admin_sql_max_bytes", o.adminSqlMaxBytes);
   if (auto apps = t["apps"].as_table()) {
     for (const auto& [name, value] : *apps) {
       const toml::table* app = value.as_table();
@@ -153,7 +202,9 @@ void applyConfig(const toml::table& t, HostOptions& o) {
         } else if (auto i = v.value_exact<int64_t>()) {
           text = std::to_string(*i);
         } else if (auto d = v.value_exact<double>()) {
-          text = std::to_string(*d);
+          char buf[32];  // every digit: an app's range check sees the number as written
+          std::snprintf(buf, sizeof buf, "%.17g", *d);
+          text = buf;
         } else if (auto b = v.value_exact<bool>()) {
           text = *b ? "true" : "false";
         } else {
@@ -206,12 +257,27 @@ void loadPlugin(const std::string& path, Registry& registry) {
   using RegisterFn = void (*)(Registry&);
   auto fn = reinterpret_cast<RegisterFn>(dlsym(handle, "dohost_register"));
   if (fn == nullptr) throw ConfigError("plugin " + path + ": no dohost_register function");
-  fn(registry);
+  try {
+    fn(registry);
+  } catch (const std::exception& e) {
+    throw ConfigError("plugin " + path + ": dohost_register failed: " + e.what());
+  } catch (...) {
+    throw ConfigError("plugin " + path + ": dohost_register failed with an unknown exception");
+  }
 }
 
 }  // namespace
 
 int runHost(const HostOptions& options, const Registry& registry) {
+  // Also for options a user's own main filled in: every number within its range.
+  for (const NumberSetting& s : kNumberSettings) {
+    try {
+      checkSetting(s.key, valueOf(options, s), s.range);
+    } catch (const SettingError& e) {
+      std::fprintf(stderr, "dohost: %s\n", e.what());
+      return 2;
+    }
+  }
   // Signals are taken by one thread with sigwait; it wakes the loop with lws_cancel_service.
   sigset_t set;
   sigemptyset(&set);
@@ -220,20 +286,21 @@ int runHost(const HostOptions& options, const Registry& registry) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  if (options.maxJsonDepth < 1 || options.maxJsonDepth > kMaxJsonDepthSetting) {
-    std::fprintf(stderr, "dohost: max_json_depth must be from 1 to %zu\n", kMaxJsonDepthSetting);
-    return 2;
-  }
   setJsonLimits(JsonLimits{options.maxJsonDepth});
 
+  auto seconds = [](double s) { return Duration(static_cast<int64_t>(s * 1000)); };
   RuntimeOptions ro;
   ro.dataDir = options.dataDir;
-  ro.idleEvict = Duration(static_cast<int64_t>(options.idleEvictSeconds * 1000));
+  ro.idleEvict = seconds(options.idleEvictSeconds);
   ro.durability = options.durabilityFull ? storage::Durability::kFull : storage::Durability::kNormal;
   ro.maxSocketsPerObject = options.maxSocketsPerObject;
   ro.maxAttachmentBytes = options.maxAttachmentBytes;
-  ro.alarmRetryBase = Duration(static_cast<int64_t>(options.alarmRetryBaseSeconds * 1000));
+  ro.alarmRetryBase = seconds(options.alarmRetryBaseSeconds);
   ro.alarmMaxRetries = options.alarmMaxRetries;
+  ro.objectFailureLimit = options.objectFailureLimit;
+  ro.objectFailureWindow = seconds(options.objectFailureWindowSeconds);
+  ro.objectFailureBackoff = seconds(options.objectFailureBackoffSeconds);
+  ro.objectFailureBackoffMax = seconds(options.objectFailureBackoffMaxSeconds);
   SystemClock clock;
   Runtime runtime(ro, registry, clock);
   if (Status s = runtime.start(); !s.isOk()) {
@@ -241,21 +308,26 @@ int runHost(const HostOptions& options, const Registry& registry) {
                  s.toString().c_str());
     return 2;
   }
-  Server server(options, runtime, registry);
-  std::string error;
-  if (!server.start(&error)) {
-    std::fprintf(stderr, "dohost: %s\n", error.c_str());
-    return 2;
+  {
+    // The server goes before the objects: a connection still open after the drain (a client
+    // that stopped reading) is closed when the server is destroyed, and its close reaches an
+    // object that still exists.
+    Server server(options, runtime, registry);
+    std::string error;
+    if (!server.start(&error)) {
+      std::fprintf(stderr, "dohost: %s\n", error.c_str());
+      return 2;
+    }
+    std::thread signals([&server, set] {
+      int sig = 0;
+      sigwait(&set, &sig);
+      server.requestStop();
+    });
+    server.run();
+    pthread_kill(signals.native_handle(), SIGTERM);  // harmless if it already returned
+    signals.join();
   }
-  std::thread signals([&server, set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    server.requestStop();
-  });
-  server.run();
   runtime.shutdown();
-  pthread_kill(signals.native_handle(), SIGTERM);  // harmless if it already returned
-  signals.join();
   logLine(LogLevel::kInfo, "stopped");
   return 0;
 }
@@ -264,15 +336,19 @@ int hostMain(int argc, char** argv, Registry& registry) {
   CLI::App cli{"dohost: hosts Durable Objects with their SQLite storage and WebSockets"};
   std::string configPath, dataDir, admin, logLevel, logFormat;
   std::vector<std::string> appFlags, plugins;
-  std::optional<double> idleEvict;
   cli.add_option("--config", configPath, "TOML config file (dohost.toml)");
   cli.add_option("--data", dataDir, "data folder (default ./data)");
   cli.add_option("--app", appFlags, "NAME=HOST:PORT or NAME=off (repeatable)");
   cli.add_option("--admin", admin, "admin API HOST:PORT (default 127.0.0.1:9090)");
-  cli.add_option("--idle-evict", idleEvict, "seconds before an idle object is evicted (default 10)");
   cli.add_option("--log-level", logLevel, "debug, info, warn, error or off");
   cli.add_option("--log-format", logFormat, "text (key=value lines, the default) or json");
   cli.add_option("--plugin", plugins, "shared library exporting dohost_register (repeatable)");
+  std::map<const NumberSetting*, std::string> numberFlags;
+  for (const NumberSetting& s : kNumberSettings) {
+    cli.add_option_function<std::string>(flagOf(s.key),
+                                         [&numberFlags, &s](const std::string& v) { numberFlags[&s] = v; },
+                                         s.help);
+  }
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -286,9 +362,8 @@ int hostMain(int argc, char** argv, Registry& registry) {
     if (!configPath.empty()) applyToml(configPath, o);
     if (!dataDir.empty()) o.dataDir = dataDir;
     if (!admin.empty()) o.admin = parseListen("--admin", admin);
-    if (idleEvict) {
-      if (*idleEvict < 0) throw ConfigError("--idle-evict must not be negative");
-      o.idleEvictSeconds = *idleEvict;
+    for (const auto& [s, text] : numberFlags) {
+      assign(o, *s, parseSetting(flagOf(s->key), text, s->range));
     }
     if (!logLevel.empty()) {
       LogLevel level;
@@ -332,6 +407,9 @@ int hostMain(int argc, char** argv, Registry& registry) {
     }
     applyEnvironment(registry, o);
   } catch (const ConfigError& e) {
+    std::fprintf(stderr, "dohost: %s\n", e.what());
+    return 2;
+  } catch (const SettingError& e) {
     std::fprintf(stderr, "dohost: %s\n", e.what());
     return 2;
   }

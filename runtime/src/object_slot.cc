@@ -26,9 +26,17 @@ ObjectSlot::ObjectSlot(Runtime& runtime, const ObjectFactory& factory, std::stri
 }
 
 ObjectSlot::~ObjectSlot() {
+  // Normally the server is gone first (its connections' closes reached this object); a socket
+  // still bound to a connection is closed, and detached so its late close finds no object.
+  while (!sockets_.empty()) {
+    std::shared_ptr<detail::SocketRecord> r = sockets_.begin()->second;
+    if (r->transport) r->transport->close(1001, "server shutting down");
+    detachSocket(r->id);
+  }
   runtime_.unparkDatabase(*this);
   for (TimerQueue::Id t : timers_) runtime_.timers().cancel(t);
   if (idleTimer_) runtime_.timers().cancel(*idleTimer_);
+  if (failureTimer_) runtime_.timers().cancel(*failureTimer_);
 }
 
 TimePoint ObjectSlot::now() const { return runtime_.clock().now(); }
@@ -88,10 +96,15 @@ storage::ObjectDatabase& ObjectSlot::writable() {
 // --- events ---------------------------------------------------------------------------------
 
 bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::string* error,
-                          CommitMode mode, const std::shared_ptr<detail::SocketRecord>& origin) {
+                          CommitMode mode, EventKind kind,
+                          const std::shared_ptr<detail::SocketRecord>& origin) {
   if (inEvent_) {
     // An event never starts inside another event of the same object; the runtime defers.
     if (error) *error = "re-entrant event";
+    return false;
+  }
+  if (failedUntil()) {  // a failed object runs nothing until its retry time
+    if (error) *error = "the object is failed until its retry time: " + failure_->lastError;
     return false;
   }
   inEvent_ = true;
@@ -100,16 +113,19 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   txnDepth_ = 0;
   fault_.reset();
   std::optional<std::string> failure;
+  bool building = false;  // true while the instance is being built (a failure there counts)
   // Earlier events of this loop turn may have written without committing yet (grouped
   // commit); this event's writes then sit in a savepoint so a failure undoes only them.
   bool joined = db_ && db_->inTransaction();
   try {
     if (joined) check(db_->savepoint("_do_event"));
     if (!instance_) {
+      building = true;
       // Reached by id after a restart: the name is in the object's database.
       if (!name_ && constructedBefore_) database();
       runtime_.unparkDatabase(*this);
       instance_ = factory_(*this);
+      building = false;
       if (constructedBefore_) ++runtime_.metrics(className_).rehydrations;
       constructedBefore_ = true;
     }
@@ -148,9 +164,11 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
     alarmChange_.reset();
     dropInstance(*failure);
     if (error) *error = *failure;
+    if (building || kind != EventKind::kOther) noteFailure(*failure);
     runtime_.touch(*this);
     return false;
   }
+  if (failure_) noteSuccess();
   held_.push_back(Held{std::move(*effects), alarmChange_, origin});
   alarmChange_.reset();
   if (db_ && db_->inTransaction() && mode == CommitMode::kGrouped) {

@@ -49,8 +49,11 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   // output is dropped, and the sockets that would have heard of it (and the origins of its
   // messages) are closed with 1011, so their clients reconnect and read committed state.
   enum class CommitMode { kGrouped, kNow };
+  // A failing constructor counts toward the failed state in every event; a failing handler only
+  // in fetch and alarm events (a message handler's failure is about that message).
+  enum class EventKind { kOther, kFetch, kAlarm };
   bool runEvent(const std::function<void(DurableObject&)>& body, std::string* error = nullptr,
-                CommitMode mode = CommitMode::kNow,
+                CommitMode mode = CommitMode::kNow, EventKind kind = EventKind::kOther,
                 const std::shared_ptr<detail::SocketRecord>& origin = nullptr);
   // Commits what grouped events wrote and releases their output. False if the commit failed.
   bool flush(std::string* error = nullptr);
@@ -68,7 +71,8 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   const std::map<uint64_t, std::shared_ptr<detail::SocketRecord>>& sockets() const {
     return sockets_;
   }
-  void removeSocket(uint64_t id);
+  // Takes the socket out of the object for good: closed, no object, no connection.
+  void detachSocket(uint64_t id);
   void addSocket(const std::shared_ptr<detail::SocketRecord>& socket);
   std::optional<std::string> autoResponseFor(std::string_view message) const;
   TimePoint lastActivity() const { return lastActivity_; }
@@ -88,6 +92,24 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   void enqueueCall(std::function<void()> call);
   void beginAlarmRun();  // clears the stored alarm inside the current event
   std::optional<std::optional<TimePoint>> alarmChange() const { return alarmChange_; }
+
+  // --- Crash loops (slot_failures.cc) ------------------------------------------------------
+  // Failures since the last successful event. Once `count` reaches the limit within the window,
+  // the object is failed until `retryAt`: no event runs, fetches are answered 503, its sockets
+  // are closed with 1011. After that one event is tried: a success clears the record, a failure
+  // fails it again at once, for twice as long.
+  struct FailureRecord {
+    int count = 0;
+    TimePoint firstAt;  // the window starts here
+    TimePoint lastAt;
+    std::string lastError;
+    int periods = 0;    // times it was put in the failed state without a success since
+    std::optional<TimePoint> retryAt;
+  };
+  const std::optional<FailureRecord>& failure() const { return failure_; }
+  std::optional<TimePoint> failedUntil() const;  // set while the object is failed
+  bool keepsFailureRecord() const;               // recent failures: the slot stays known
+  Response failedResponse() const;               // 503 with the last error and the retry time
 
   // --- ObjectState ------------------------------------------------------------------------
   const std::string& className() const override { return className_; }
@@ -160,6 +182,9 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   void noteFault(const Status& s);
   void failTurn(const std::string& why, const Status& commitStatus, Effects* current,
                 const std::shared_ptr<detail::SocketRecord>& origin);
+  void noteFailure(const std::string& error);
+  void noteSuccess();
+  TimePoint failureRecordUntil() const;
   void release(Effects& effects);
   // The effects of an event that failed or whose commit failed: sockets it was handing over
   // are closed (1011), since the hand-over will not happen.
@@ -208,6 +233,8 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   TimePoint lastActivity_;
   std::optional<TimerQueue::Id> idleTimer_;
   ClassMetrics* metrics_;  // the class's counters (map nodes are stable)
+  std::optional<FailureRecord> failure_;
+  std::optional<TimerQueue::Id> failureTimer_;
 
   friend class SlotStub;
 };

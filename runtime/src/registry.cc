@@ -8,7 +8,12 @@ void Registry::addClass(std::string name, ObjectFactory factory) {
   if (name.empty() || name[0] == '_' || name.find('/') != std::string::npos) {
     throw std::invalid_argument("object class name must be non-empty, without '/' or a leading '_'");
   }
-  classes_[std::move(name)] = std::move(factory);
+  // A second registration under the same name is a mistake (two plugins, or a plugin and the
+  // bundled classes): refuse it rather than let one silently replace the other.
+  if (classes_.count(name)) {
+    throw std::invalid_argument("object class " + name + " is registered twice");
+  }
+  classes_.emplace(std::move(name), std::move(factory));
 }
 
 void Registry::addApp(AppInfo app) {

@@ -155,21 +155,18 @@ void Runtime::idleCheck(ObjectSlot& slot) {
   }
 }
 
+bool Runtime::forgettable(const ObjectSlot& slot) {
+  return !slot.isLive() && !slot.inEvent() && !slot.hasSockets() && !slot.evictionBlocker() &&
+         !slot.flushPending() && !slot.keepsFailureRecord();
+}
+
 void Runtime::maybeForget(ObjectSlot& slot) {
-  if (slot.isLive() || slot.inEvent() || slot.hasSockets() || slot.evictionBlocker() ||
-      slot.flushPending()) {
-    return;
-  }
+  if (!forgettable(slot)) return;
   std::string key = slotKey(slot.className(), slot.id());
   // Deferred: the caller may still be inside a method of this slot.
   defer([this, key] {
     auto it = slots_.find(key);
-    if (it == slots_.end()) return;
-    ObjectSlot& s = *it->second;
-    if (s.isLive() || s.inEvent() || s.hasSockets() || s.evictionBlocker() || s.flushPending()) {
-      return;
-    }
-    slots_.erase(it);
+    if (it != slots_.end() && forgettable(*it->second)) slots_.erase(it);
   });
 }
 
@@ -188,9 +185,11 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
   if (upgrade && slot.countWebSockets({}) >= options_.maxSocketsPerObject) {
     return Response::json(503, R"({"error":"too many WebSockets for this object"})");
   }
+  if (slot.failedUntil()) return slot.failedResponse();  // also refuses an upgrade with 503
   std::string error;
   if (request.pendingState()) slot.trackPending(request.pendingState());
-  bool ok = slot.runEvent([&](DurableObject& object) { response = object.fetch(request); }, &error);
+  bool ok = slot.runEvent([&](DurableObject& object) { response = object.fetch(request); }, &error,
+                          ObjectSlot::CommitMode::kNow, ObjectSlot::EventKind::kFetch);
   if (!ok) {
     logLine(LogLevel::kError, "fetch failed: " + error, slot.className(), slot.id());
     response = slot.failedOnStorage()
@@ -202,8 +201,7 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
     bool took = response.status() == 101 && response.webSocket() && accepted &&
                 response.webSocket()->record() == accepted;
     if (!took && accepted) {
-      slot.removeSocket(accepted->id);
-      accepted->state = detail::SocketState::kClosed;
+      slot.detachSocket(accepted->id);
       accepted.reset();
       if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
     } else if (response.status() == 101 && !accepted) {
@@ -216,6 +214,7 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
 void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Message message) {
   ObjectSlot* slot = socket->slot;
   if (slot == nullptr || socket->state == detail::SocketState::kClosed) return;
+  if (slot->failedUntil()) return;  // the socket is being closed with 1011
   if (socket->transferring) {
     // On its way to another object: it gets this message once it accepted the socket.
     if (socket->held.size() >= kMaxHeldMessages) {
@@ -242,7 +241,7 @@ void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Mes
   WebSocket ws(socket);
   std::string error;
   if (!slot->runEvent([&](DurableObject& o) { o.webSocketMessage(ws, message); }, &error,
-                      ObjectSlot::CommitMode::kGrouped, socket)) {
+                      ObjectSlot::CommitMode::kGrouped, ObjectSlot::EventKind::kOther, socket)) {
     logLine(LogLevel::kError, "webSocketMessage failed: " + error, slot->className(), slot->id());
   }
 }
@@ -305,10 +304,13 @@ void Runtime::transferSocket(ObjectSlot& from, const std::shared_ptr<detail::Soc
 void Runtime::endSocket(const std::shared_ptr<detail::SocketRecord>& socket, const char* what,
                         const std::function<void(DurableObject&, WebSocket)>& handler) {
   ObjectSlot* slot = socket->slot;
-  socket->transport = nullptr;
-  if (slot == nullptr) return;
-  socket->state = detail::SocketState::kClosed;
-  slot->removeSocket(socket->id);
+  socket->transport = nullptr;  // the connection is gone
+  if (slot == nullptr) return;  // already detached (refused, or its object was shut down)
+  slot->detachSocket(socket->id);
+  if (slot->failedUntil()) {  // the object is not run; the socket just goes
+    touch(*slot);
+    return;
+  }
   WebSocket ws(socket);
   std::string error;
   if (!slot->runEvent([&](DurableObject& o) { handler(o, ws); }, &error,

@@ -38,6 +38,13 @@ struct RuntimeOptions {
   // Database handles kept open for evicted objects, so waking one does not reopen its file
   // (and recreate its WAL); the least recently evicted beyond this are closed.
   size_t maxParkedDatabases = 256;
+  // Crash loops: an object whose constructor, fetch or alarm fails this many times within the
+  // window is put in the failed state (not run, its clients told) for the backoff, which
+  // doubles each time it fails again after a retry, up to the maximum.
+  int objectFailureLimit = 5;
+  Duration objectFailureWindow = 60s;
+  Duration objectFailureBackoff = 10s;
+  Duration objectFailureBackoffMax = 600s;
 };
 
 struct ClassMetrics {
@@ -49,6 +56,7 @@ struct ClassMetrics {
   int64_t alarmsFired = 0;
   int64_t alarmRetries = 0;
   int64_t commits = 0;
+  int64_t objectFailures = 0;  // failures that count toward the failed state
 };
 
 class ObjectSlot;
@@ -62,7 +70,9 @@ class Runtime {
 
   // Opens the host alarm index and schedules every alarm in it (overdue ones fire at once).
   Status start();
-  // Drops every instance (sockets are the server's to close first), closing databases.
+  // Commits what is pending, drops every instance and slot, closing databases. The server is
+  // destroyed first, so the closes of its last connections reach their objects; a socket still
+  // open here is detached (a close arriving later finds no object).
   void shutdown();
 
   const RuntimeOptions& options() const { return options_; }
@@ -159,6 +169,7 @@ class Runtime {
   void endSocket(const std::shared_ptr<detail::SocketRecord>& socket, const char* what,
                  const std::function<void(DurableObject&, WebSocket)>& handler);
   void maybeForget(ObjectSlot& slot);
+  static bool forgettable(const ObjectSlot& slot);
 
   RuntimeOptions options_;
   const Registry& registry_;

@@ -160,11 +160,22 @@ Server::Server(const HostOptions& options, Runtime& runtime, const Registry& reg
 }
 
 Server::~Server() {
+  // The runtime outlives the server: from here on nothing re-arms our timer (what the closes
+  // below schedule, Runtime::shutdown finishes).
+  runtime_.setWakeHook(nullptr);
   if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
     lws_sul_cancel(&timer_->sul);
+    // Closes every connection still open (a client that stopped reading keeps its socket past
+    // the drain); each close reaches its object through the callbacks, as any close does.
     lws_context_destroy(context_);
+    context_ = nullptr;
   }
+  // A connection lws did not report as closed is closed here the same way, so no socket keeps a
+  // pointer to its connection and no pending answer to the server.
+  std::vector<lws*> left;
+  for (const auto& [wsi, c] : conns_) left.push_back(wsi);
+  for (lws* wsi : left) connectionGone(wsi);
   if (loop_ != nullptr) ev_loop_destroy(static_cast<struct ev_loop*>(loop_));
 }
 
@@ -292,9 +303,17 @@ void Server::armTimer() {
                    us);
 }
 
-void Server::onTimer() {
-  runtime_.runDue();
-  armTimer();
+// Called from libev or lws_sul (C): nothing may unwind out of it. Each timer is guarded in
+// TimerQueue::runDue; this catches what is left (re-arming), so the loop carries on.
+void Server::onTimer() noexcept {
+  try {
+    runtime_.runDue();
+    armTimer();
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, std::string("timer callback failed: ") + e.what());
+  } catch (...) {
+    logLine(LogLevel::kError, "timer callback failed: unknown exception");
+  }
 }
 
 void Server::requestStop() {
@@ -350,6 +369,17 @@ Conn& Server::newConn(lws* wsi) {
 }
 
 void Server::dropConn(lws* wsi) { conns_.erase(wsi); }
+
+void Server::connectionGone(lws* wsi) {
+  Conn* c = conn(wsi);
+  if (c == nullptr) return;
+  if (c->record) {
+    onClosed(wsi, *c);
+  } else {
+    if (c->pending) c->pending->clientGone = true;
+    dropConn(wsi);
+  }
+}
 
 Request Server::readRequest(lws* wsi, Conn& c) {
   struct MethodToken {
@@ -603,18 +633,9 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
       if (c) onClosed(wsi, *c);
       return 0;
     }
-    case LWS_CALLBACK_WSI_DESTROY: {
-      // The last word on a connection, whatever path closed it.
-      if (Conn* c = conn(wsi)) {
-        if (c->record) {
-          onClosed(wsi, *c);
-        } else {
-          if (c->pending) c->pending->clientGone = true;
-          dropConn(wsi);
-        }
-      }
+    case LWS_CALLBACK_WSI_DESTROY:
+      connectionGone(wsi);  // the last word on a connection, whatever path closed it
       return 0;
-    }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
       return 0;
     default:

@@ -45,7 +45,7 @@ class Server {
 
   // lws entry point (the trampoline calls these).
   int onEvent(lws* wsi, int reason, void* in, size_t len);
-  void onTimer();
+  void onTimer() noexcept;
   void armTimer();
 
   const HostOptions& options() const { return options_; }
@@ -56,6 +56,7 @@ class Server {
   Conn* conn(lws* wsi);
   Conn& newConn(lws* wsi);
   void dropConn(lws* wsi);
+  void connectionGone(lws* wsi);  // closed, whichever way: tells the socket's object once
   Request readRequest(lws* wsi, Conn& c);
   int handleHttp(lws* wsi, Conn& c);
   int handleUpgrade(lws* wsi, Conn& c);

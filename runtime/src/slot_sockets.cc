@@ -47,10 +47,17 @@ void ObjectSlot::addSocket(const std::shared_ptr<detail::SocketRecord>& socket) 
   runtime_.socketOpened();
 }
 
-void ObjectSlot::removeSocket(uint64_t id) {
+// The one way a socket leaves its object. Whoever still holds the record afterwards (a
+// WebSocket handle, the server's connection, a queued event) finds it closed and without an
+// object, and does nothing with it.
+void ObjectSlot::detachSocket(uint64_t id) {
   auto it = sockets_.find(id);
   if (it == sockets_.end()) return;
-  it->second->slot = nullptr;
+  detail::SocketRecord& r = *it->second;
+  r.slot = nullptr;
+  r.state = detail::SocketState::kClosed;
+  r.transport = nullptr;
+  r.early.clear();
   sockets_.erase(it);
   runtime_.socketClosed();
 }
@@ -211,6 +218,11 @@ class SlotStub final : public Stub {
       // The callee's answer is one of its outputs: it leaves after the callee's commit, which
       // is grouped with the other events of this loop turn (one fsync for a burst of calls).
       ObjectSlot& callee = **target;
+      if (callee.failedUntil()) {  // answered like an HTTP client: 503 until its retry time
+        state->answered = true;
+        state->deliver(callee.failedResponse());
+        return;
+      }
       request.setPendingState(state);
       callee.trackPending(state);
       std::string error;
@@ -219,7 +231,7 @@ class SlotStub final : public Stub {
             Response r = o.fetch(request);
             if (!r.isDeferred()) callee.enqueueAnswer(state, std::move(r));
           },
-          &error, ObjectSlot::CommitMode::kGrouped);
+          &error, ObjectSlot::CommitMode::kGrouped, ObjectSlot::EventKind::kFetch);
       if (!ok && state->isOpen()) {
         logLine(LogLevel::kError, "fetch from another object failed: " + error, callee.className(),
                 callee.id());

@@ -1,5 +1,10 @@
 #include "timer_queue.h"
 
+#include <exception>
+#include <string>
+
+#include "dohost/log.h"
+
 namespace dohost {
 
 TimerQueue::Id TimerQueue::schedule(TimePoint at, std::function<void()> fn) {
@@ -25,7 +30,15 @@ size_t TimerQueue::runDue(TimePoint now) {
   while (!queue_.empty() && queue_.begin()->first <= now) {
     auto node = queue_.extract(queue_.begin());
     index_.erase(node.mapped().first);
-    node.mapped().second();
+    // Timers run from the loop's C callbacks (libev, lws_sul): nothing may unwind into them.
+    // A failing timer is logged and the others still run.
+    try {
+      node.mapped().second();
+    } catch (const std::exception& e) {
+      logLine(LogLevel::kError, std::string("timer failed: ") + e.what());
+    } catch (...) {
+      logLine(LogLevel::kError, "timer failed: unknown exception");
+    }
     ++ran;
   }
   return ran;

@@ -25,7 +25,7 @@ class TimerQueue {
   bool pending(Id id) const { return index_.count(id) != 0; }
   std::optional<TimePoint> next() const;
   // Runs every timer due at `now`, including ones scheduled by those it runs when they are
-  // also due. Returns how many ran.
+  // also due. Returns how many ran. A timer that throws is logged; the rest still run.
   size_t runDue(TimePoint now);
   size_t size() const { return index_.size(); }
 

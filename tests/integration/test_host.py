@@ -489,6 +489,19 @@ class ProcessTest(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(len(err.splitlines()), 1, err)
                 self.assertIn("log", err)
 
+    def test_plugin_errors_exit_2_with_the_message(self):
+        throwing = os.environ.get("DOHOST_THROWING_PLUGIN") or os.path.join(
+            os.path.dirname(test_plugin_path()), "libdohost_throwing_plugin.so")
+        code, err = self.run_host("--plugin", throwing)
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("dohost_register failed: this plugin refuses to register", err)
+        # The same classes twice: the second registration is refused, not a silent replace.
+        code, err = self.run_host("--plugin", test_plugin_path(), "--plugin", test_plugin_path())
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("object class TestEcho is registered twice", err)
+
     def test_busy_port_exits_2(self):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -23,6 +24,9 @@ struct Journal {
   std::vector<TimePoint> alarmTimes;
   int alarmFailuresLeft = 0;
   bool alarmSetsNext = false;
+  std::vector<int> closeCodes;  // webSocketClose, in order
+  bool constructorThrows = false;
+  bool fetchThrows = false;
   PendingResponse pending;
 };
 
@@ -34,11 +38,14 @@ class Counter final : public DurableObject {
   explicit Counter(ObjectState& state) : state_(state) {
     ++gJournal->constructed;
     gJournal->namesSeen.push_back(state.name());
+    if (gJournal->constructorThrows) throw std::runtime_error("constructor failed on purpose");
   }
 
   Response fetch(Request& request) override {
     Storage& s = state_.storage();
     const std::string& path = request.path();
+    if (gJournal->fetchThrows) throw std::runtime_error("fetch failed on purpose");
+    if (request.isWebSocketUpgrade()) return Response::webSocket(state_.acceptWebSocket(request, {}));
     if (path == "/inc") return Response::text(200, std::to_string(increment()));
     if (path == "/get") return Response::text(200, s.get("n").value_or("0"));
     if (path == "/fail") {
@@ -89,6 +96,11 @@ class Counter final : public DurableObject {
     return Response::text(404, "no such path");
   }
 
+  void webSocketClose(WebSocket ws, const CloseInfo& info) override {
+    gJournal->closeCodes.push_back(info.code);
+    increment();  // a write, so the close commits like any event
+  }
+
   void alarm(const AlarmInfo& info) override {
     gJournal->alarms.push_back(info);
     gJournal->alarmTimes.push_back(state_.now());
@@ -123,10 +135,9 @@ class RuntimeFixture {
   ~RuntimeFixture() { gJournal = nullptr; }
 
   void start() {
-    RuntimeOptions options;
-    options.dataDir = dir.path();
-    options.idleEvict = Duration(10'000);
-    runtime = std::make_unique<Runtime>(options, registry, clock);
+    RuntimeOptions o = options;
+    o.dataDir = dir.path();
+    runtime = std::make_unique<Runtime>(o, registry, clock);
     REQUIRE(runtime->start().isOk());
   }
   // A host restart: every instance and slot is gone; storage and the alarm index stay.
@@ -144,6 +155,16 @@ class RuntimeFixture {
     request.setPendingState(std::make_shared<detail::PendingResponseState>());
     request.pendingState()->deliver = [this](Response r) { delivered.push_back(r.body()); };
     return runtime->fetch(slot(name), request);
+  }
+  // A WebSocket accepted by the object `name`, as the server's upgrade would get it.
+  std::shared_ptr<detail::SocketRecord> accept(const std::string& name = "alpha") {
+    Request request("GET", "/ws");
+    detail::UpgradeContext upgrade;
+    request.setUpgradeContext(&upgrade);
+    Response r = runtime->fetch(slot(name), request);
+    REQUIRE(r.status() == 101);
+    REQUIRE(upgrade.accepted);
+    return upgrade.accepted;
   }
   std::string body(const std::string& url, const std::string& name = "alpha") {
     return fetch(url, name).body();
@@ -165,11 +186,33 @@ class RuntimeFixture {
     return s != nullptr && s->isLive();
   }
   ClassMetrics& metrics() { return runtime->metrics("Counter"); }
+  // Sockets accept frames and closes as a connection would, and keep them for the test.
+  struct RecordingTransport final : detail::Transport {
+    std::vector<std::string> frames;
+    std::optional<std::pair<int, std::string>> closed;
+    SendResult send(const FramePtr& frame) override {
+      frames.emplace_back(frame->payload());
+      return SendResult::kQueued;
+    }
+    void close(int code, const std::string& reason) override { closed.emplace(code, reason); }
+    size_t queuedBytes() const override { return 0; }
+  };
+  RecordingTransport& bind(const std::shared_ptr<detail::SocketRecord>& socket) {
+    RecordingTransport& t = transports.emplace_back();
+    socket->transport = &t;
+    return t;
+  }
 
+  RuntimeOptions options = [] {
+    RuntimeOptions o;
+    o.idleEvict = Duration(10'000);
+    return o;
+  }();  // restart() applies changes
   TempDir dir;
   ManualClock clock;
   Registry registry;
   Journal journal;
+  std::deque<RecordingTransport> transports;  // outlive the runtime, which may close them
   std::unique_ptr<Runtime> runtime;
   std::vector<std::string> delivered;
 };

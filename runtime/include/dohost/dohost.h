@@ -9,6 +9,7 @@
 #include "dohost/object_id.h"
 #include "dohost/object_state.h"
 #include "dohost/registry.h"
+#include "dohost/settings.h"
 #include "dohost/storage.h"
 #include "dohost/time.h"
 #include "dohost/websocket.h"

@@ -46,6 +46,12 @@ struct HostOptions {
   double alarmRetryBaseSeconds = 2;                  // Cloudflare: 2 s doubling, 6 retries
   int alarmMaxRetries = 6;
   size_t maxJsonDepth = 64;                          // deeper JSON from outside is an error
+  // An object whose constructor, fetch or alarm fails this many times within the window is put
+  // in the failed state: its clients get 503 (or close 1011) until the backoff has passed.
+  int objectFailureLimit = 5;
+  double objectFailureWindowSeconds = 60;
+  double objectFailureBackoffSeconds = 10;      // doubles each time it fails again
+  double objectFailureBackoffMaxSeconds = 600;
   std::vector<std::string> plugins;
   // The admin API's read-only inspection (.../kv, .../sql; the dashboard): it runs on the loop
   // thread, so each request is bounded in time, rows and bytes.
@@ -55,7 +61,7 @@ struct HostOptions {
 };
 
 // Runs the host until SIGINT/SIGTERM; returns the process exit code (0 after a clean
-// shutdown, 2 when a listener cannot be opened).
+// shutdown, 2 when a listener cannot be opened or a number is outside its range).
 int runHost(const HostOptions& options, const Registry& registry);
 
 // Parses flags and the optional TOML config (see docs/operations.md), loads plugins into

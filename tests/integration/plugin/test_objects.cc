@@ -1,6 +1,8 @@
 // A plugin for the host's integration tests: loaded with `dohost --plugin`, it registers the
 // class TestEcho and the app `testapp`, which expose the hibernation API to a test client as
-// JSON commands. It also proves the plugin path works for users' own classes.
+// JSON commands, and the class TestCrash, whose constructor, fetch or alarm throws on demand.
+// It also proves the plugin path works for users' own classes.
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "dohost/dohost.h"
@@ -132,6 +134,45 @@ class TestEcho final : public dohost::DurableObject {
   dohost::ObjectState& state_;
 };
 
+// What each TestCrash object (by name) throws from: "constructor", "fetch", "alarm", or nothing.
+// Set by the app's /mode/<name>?throw=... route; the app and the class share this process.
+std::map<std::string, std::string>& crashModes() {
+  static std::map<std::string, std::string> modes;
+  return modes;
+}
+
+bool throwsFrom(const dohost::ObjectState& state, const std::string& where) {
+  auto it = crashModes().find(state.name().value_or(""));
+  return it != crashModes().end() && it->second == where;
+}
+
+class TestCrash final : public dohost::DurableObject {
+ public:
+  explicit TestCrash(dohost::ObjectState& state) : state_(state) {
+    if (throwsFrom(state_, "constructor")) throw std::runtime_error("TestCrash constructor fails on purpose");
+  }
+
+  Response fetch(Request& request) override {
+    if (throwsFrom(state_, "fetch")) throw std::runtime_error("TestCrash fetch fails on purpose");
+    if (request.isWebSocketUpgrade()) return Response::webSocket(state_.acceptWebSocket(request, {}));
+    if (request.queryParam("alarm")) state_.storage().setAlarm(state_.now());
+    return Response::json(200, json{{"alarmsRun", std::stoll(state_.storage().get("alarms").value_or("0"))}}.dump());
+  }
+
+  void webSocketMessage(WebSocket ws, const dohost::Message& message) override {
+    ws.send(json{{"echo", message.data}}.dump());
+  }
+
+  void alarm(const dohost::AlarmInfo&) override {
+    if (throwsFrom(state_, "alarm")) throw std::runtime_error("TestCrash alarm fails on purpose");
+    int64_t n = std::stoll(state_.storage().get("alarms").value_or("0")) + 1;
+    state_.storage().put("alarms", std::to_string(n));
+  }
+
+ private:
+  dohost::ObjectState& state_;
+};
+
 class TestApp final : public dohost::App {
  public:
   dohost::Route route(Request& request) override {
@@ -141,6 +182,11 @@ class TestApp final : public dohost::App {
       size_t end = p.find('/', 3);
       std::string name = p.substr(3, end == std::string::npos ? std::string::npos : end - 3);
       return dohost::Route::toName("TestEcho", name);
+    }
+    if (p.rfind("/c/", 0) == 0) return dohost::Route::toName("TestCrash", p.substr(3));
+    if (p.rfind("/mode/", 0) == 0) {
+      crashModes()[p.substr(6)] = request.queryParam("throw").value_or("");
+      return dohost::Route::respond(Response::json(200, R"({"ok":true})"));
     }
     if (p == "/slow") {
       return dohost::Route::respond(Response::json(200, R"({"ok":true})"));
@@ -153,6 +199,7 @@ class TestApp final : public dohost::App {
 
 extern "C" void dohost_register(dohost::Registry& registry) {
   registry.addClass<TestEcho>("TestEcho");
+  registry.addClass<TestCrash>("TestCrash");
   registry.addApp({"testapp", "127.0.0.1:8799",
                    [](const dohost::AppSettings&) { return std::make_unique<TestApp>(); }});
 }
