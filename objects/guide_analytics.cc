@@ -124,9 +124,9 @@ std::optional<std::pair<json, int64_t>> AnalyticsRoom::lastValue(const std::stri
   SqlCursor c = state_.storage().sql().exec(
       "SELECT value, updated_at FROM metric_values WHERE metric = ?", metric);
   if (c.size() == 0) return std::nullopt;
-  json value = json::parse(c.row(0).text(0), nullptr, false);
-  if (value.is_discarded()) return std::nullopt;
-  return std::make_pair(std::move(value), c.row(0).integer(1));
+  std::optional<json> value = parseJson<json>(c.row(0).text(0));
+  if (!value) return std::nullopt;
+  return std::make_pair(std::move(*value), c.row(0).integer(1));
 }
 
 size_t AnalyticsRoom::publish(const std::string& metric, const json& value) {

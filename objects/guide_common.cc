@@ -151,8 +151,8 @@ Settings Settings::parse(const AppSettings& settings) {
 // --- JSON ------------------------------------------------------------------------------------
 
 std::optional<json> parseObject(std::string_view text) {
-  json value = json::parse(text.begin(), text.end(), nullptr, false);
-  if (value.is_discarded() || !value.is_object()) return std::nullopt;
+  std::optional<json> value = parseJson<json>(text);
+  if (!value || !value->is_object()) return std::nullopt;
   return value;
 }
 

@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dohost/json.h"
+
 #include "dohost/dohost.h"
 
 namespace dohost::objects::guide {
@@ -121,7 +123,7 @@ struct RateWindow {
 
   // Counts one event at `nowMs` if the window has room; false (nothing counted) if not.
   bool admit(int64_t nowMs, int64_t limit, int64_t windowMs) {
-    if (nowMs - startMs >= windowMs || nowMs < startMs) {
+    if (count == 0 || nowMs - startMs >= windowMs || nowMs < startMs) {
       startMs = nowMs;
       count = 0;
     }

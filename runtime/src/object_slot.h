@@ -73,6 +73,9 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   }
   // Takes the socket out of the object for good: closed, no object, no connection.
   void detachSocket(uint64_t id);
+  // Takes a socket out of this object without closing it: it is being handed to another object,
+  // which adopts the same record (its connection stays up).
+  void releaseSocket(uint64_t id);
   void addSocket(const std::shared_ptr<detail::SocketRecord>& socket);
   std::optional<std::string> autoResponseFor(std::string_view message) const;
   TimePoint lastActivity() const { return lastActivity_; }

@@ -201,7 +201,11 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
     bool took = response.status() == 101 && response.webSocket() && accepted &&
                 response.webSocket()->record() == accepted;
     if (!took && accepted) {
-      slot.detachSocket(accepted->id);
+      if (request.upgradeContext()->adopt) {
+        slot.releaseSocket(accepted->id);  // a hand-over refused: the caller closes it
+      } else {
+        slot.detachSocket(accepted->id);
+      }
       accepted.reset();
       if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
     } else if (response.status() == 101 && !accepted) {
@@ -279,7 +283,7 @@ void Runtime::transferSocket(ObjectSlot& from, const std::shared_ptr<detail::Soc
     refuse(1011, target.status().message());
     return;
   }
-  from.removeSocket(socket->id);
+  from.releaseSocket(socket->id);
   socket->tags.clear();
   socket->attachment.clear();
   socket->hasAttachment = false;

@@ -62,6 +62,14 @@ void ObjectSlot::detachSocket(uint64_t id) {
   runtime_.socketClosed();
 }
 
+void ObjectSlot::releaseSocket(uint64_t id) {
+  auto it = sockets_.find(id);
+  if (it == sockets_.end()) return;
+  it->second->slot = nullptr;
+  sockets_.erase(it);
+  runtime_.socketClosed();
+}
+
 std::vector<WebSocket> ObjectSlot::getWebSockets(std::string_view tag) {
   std::vector<WebSocket> out;
   out.reserve(sockets_.size());

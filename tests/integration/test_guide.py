@@ -87,20 +87,9 @@ async def closed(ws, timeout=5):
     return ws.close_code, ws.close_reason
 
 
-class GuideTestCase(unittest.IsolatedAsyncioTestCase):
-    """One host for the whole class; each test uses its own contexts."""
-    config = OPEN_CONFIG
-    idle_evict = None
-    env = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.host = Host(apps=(APP,), config=cls.config, idle_evict=cls.idle_evict,
-                        env=cls.env).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.host.close()
+class SocketsClosed(unittest.IsolatedAsyncioTestCase):
+    """Closes the sockets a test opened, also when it fails half-way."""
+    host = None
 
     def setUp(self):
         self.sockets = []
@@ -116,6 +105,22 @@ class GuideTestCase(unittest.IsolatedAsyncioTestCase):
         ws = await (host or self.host).connect(APP, path, close_timeout=1, **kw)
         self.sockets.append(ws)
         return ws
+
+
+class GuideTestCase(SocketsClosed):
+    """One host for the whole class; each test uses its own contexts."""
+    config = OPEN_CONFIG
+    idle_evict = None
+    env = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.host = Host(apps=(APP,), config=cls.config, idle_evict=cls.idle_evict,
+                        env=cls.env).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.host.close()
 
     async def join(self, service, user, context, name=None, host=None):
         """A socket authenticated by ?token= (nothing is sent to it on connect)."""
@@ -619,9 +624,12 @@ class AnalyticsTests(GuideTestCase):
         self.assertEqual(await value("engagement"), 2)
         await b.close()
         self.assertEqual(await value("activity"), 1)
-        # The messages leave the 1.5 s window: the chat's alarm pushes the lower counts.
-        self.assertEqual(await value("engagement"), 1)
-        self.assertEqual(await value("engagement"), 0)
+        # The messages leave the 1.5 s window: the chat's alarm pushes the lower counts (both may
+        # leave it in one alarm run when the host is slow, so 1 may be skipped).
+        seen = [await value("engagement")]
+        while seen[-1] != 0:
+            seen.append(await value("engagement"))
+        self.assertIn(seen, ([1, 0], [0]))
         # A late subscriber gets the last values at once.
         late = await self.join("analytics", "late", context)
         await send(late, "subscribe", {"metrics": ["activity", "engagement"]})
@@ -930,31 +938,16 @@ class CollaborationTests(GuideTestCase):
         self.assertGreater(final["version"], 100)
 
 
-class RateLimitTests(unittest.IsolatedAsyncioTestCase):
+class RateLimitTests(SocketsClosed):
     """Each test runs its own host: the limits are per process."""
-
-    def setUp(self):
-        self.sockets = []
-
-    async def asyncTearDown(self):
-        for ws in self.sockets:
-            try:
-                await asyncio.wait_for(ws.close(), 2)
-            except Exception:
-                pass
-
-    async def open(self, host, path):
-        ws = await host.connect(APP, path, close_timeout=1)
-        self.sockets.append(ws)
-        return ws
 
     async def test_connections_per_ip_over_the_limit_get_429(self):
         config = "[apps.guide]\nconnections_per_minute = 3\nrate_window_ms = 2000\n"
         with Host(apps=(APP,), config=config) as host:
             context = new_context()
             port = host.apps[APP]
-            await self.open(host, ws_path("chat", token("a"), context))
-            await self.open(host, ws_path("analytics"))  # by first message: counted too
+            await self.open(ws_path("chat", token("a"), context), host=host)
+            await self.open(ws_path("analytics"), host=host)  # by first message: counted too
             status, _, _ = raw_request(port, ws_path("chat", "bad-token", context))
             self.assertEqual(status, 401)  # refused, but it was a connection attempt
             status, hdrs, body = raw_request(port, ws_path("collaboration", token("a"), context))
@@ -965,14 +958,14 @@ class RateLimitTests(unittest.IsolatedAsyncioTestCase):
             status, _, _ = host.http("GET", APP, "/health")
             self.assertEqual(status, 200)
             await asyncio.sleep(2.1)  # the next window
-            await self.open(host, ws_path("collaboration", token("a"), context))
+            await self.open(ws_path("collaboration", token("a"), context), host=host)
 
     async def test_messages_per_connection_error_then_1008_and_across_eviction(self):
         config = "[apps.guide]\nconnections_per_minute = 100\nmessages_per_minute = 5\n"
         with Host(apps=(APP,), config=config) as host:
             context = new_context()
-            a = await self.open(host, ws_path("chat", token("alice"), context))
-            b = await self.open(host, ws_path("chat", token("bob"), context))
+            a = await self.open(ws_path("chat", token("alice"), context), host=host)
+            b = await self.open(ws_path("chat", token("bob"), context), host=host)
             for i in range(3):
                 await send(a, "message", {"content": f"m{i}"})
             for i in range(3):
@@ -993,7 +986,7 @@ class RateLimitTests(unittest.IsolatedAsyncioTestCase):
             hist = (await next_of(b, "history"))["data"]["messages"]
             self.assertEqual([m["content"] for m in hist], ["m0", "m1", "m2", "fifth"])
             # A first-message socket: the auth message is its first of five.
-            c = await self.open(host, ws_path("collaboration"))
+            c = await self.open(ws_path("collaboration"), host=host)
             await send(c, "auth", token=token("carol"), contextId=context)
             await next_of(c, "auth_success")
             for _ in range(4):
@@ -1003,7 +996,7 @@ class RateLimitTests(unittest.IsolatedAsyncioTestCase):
             self.assertEqual((await recv_json(c))["error"], "Rate limit exceeded")
             self.assertEqual((await closed(c))[0], 1008)
             # Pings the host answers itself are not counted.
-            d = await self.open(host, ws_path("chat", token("dave"), context))
+            d = await self.open(ws_path("chat", token("dave"), context), host=host)
             for _ in range(10):
                 await d.send(JS_PING)
                 self.assertEqual((await recv_json(d))["type"], "pong")
@@ -1015,17 +1008,18 @@ class RateLimitTests(unittest.IsolatedAsyncioTestCase):
                   "rate_window_ms = 3000\n")
         with Host(apps=(APP,), config=config) as host:
             context = new_context()
-            a = await self.open(host, ws_path("chat", token("alice"), context))
-            b = await self.open(host, ws_path("chat", token("bob"), context))
+            a = await self.open(ws_path("chat", token("alice"), context), host=host)
+            b = await self.open(ws_path("chat", token("bob"), context), host=host)
             await next_of(a, "user_joined")
             await send(a, "message", {"content": "1"})
             await send(b, "typing", {"isTyping": True})
             await next_of(a, "typing")
             host.admin_json("POST", f"/objects/ChatRoom/{context}/evict")
             await send(b, "message", {"content": "3"})
+            self.assertEqual((await next_of(b, "message"))["data"]["content"], "1")
+            self.assertEqual((await next_of(b, "message"))["data"]["content"], "3")
             await send(a, "message", {"content": "4"})
-            got = [(await next_of(b, "message"))["data"]["content"] for _ in range(3)]
-            self.assertEqual(got, ["1", "3", "4"])
+            self.assertEqual((await next_of(b, "message"))["data"]["content"], "4")
             started = time.time()
             await send(a, "message", {"content": "5"})
             err = await next_of(a, "error")

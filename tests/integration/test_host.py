@@ -427,7 +427,8 @@ class ProcessTest(unittest.IsolatedAsyncioTestCase):
         data = tempfile.mkdtemp(prefix="dohost-cfg-")
         admin = [] if "--admin" in args else ["--admin", "127.0.0.1:0"]
         cmd = [binary(), "--data", data] + admin + [
-            a for app in ("broadcaster", "hopeflow", "channels", "bridge") for a in ("--app", f"{app}=off")]
+            a for app in ("broadcaster", "hopeflow", "channels", "bridge", "guide")
+            for a in ("--app", f"{app}=off")]
         if config is not None:
             path = os.path.join(data, "bad.toml")
             with open(path, "w") as f:
@@ -548,7 +549,8 @@ class UserMainTest(unittest.TestCase):
         data = tempfile.mkdtemp(prefix="dohost-counter-")
         port, admin = free_port(), free_port()
         cmd = [exe, "--data", data, "--admin", f"127.0.0.1:{admin}", "--app", f"counter=127.0.0.1:{port}"]
-        cmd += [a for app in ("broadcaster", "hopeflow", "channels", "bridge") for a in ("--app", f"{app}=off")]
+        cmd += [a for app in ("broadcaster", "hopeflow", "channels", "bridge", "guide")
+            for a in ("--app", f"{app}=off")]
         for expected in (1, 2, 3):
             proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
             try:

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -120,6 +121,33 @@ class FloorRounds {
   size_t got_ = 0;
   SteadyClock::time_point sent_, first_;
   std::vector<double> lastUs_, firstUs_;
+};
+
+// A scenario's latency rounds next to the floor at the same size: the floor server with
+// `receivers` + 1 sockets and frames of the scenario's size, measured in alternating blocks
+// (scenario, floor, floor, scenario) so that both see the same machine. Failures of the floor
+// go to out["floor"]; the scenario goes on without it.
+class FloorComparison {
+ public:
+  FloorComparison(const AppBenchOptions& o, size_t receivers, size_t frameBytes, double timeout,
+                  Json& out);
+  ~FloorComparison();
+  bool running() const { return rounds_ != nullptr; }
+  // `rounds` rounds of the scenario (`block(count)` runs `count` of them; false: one failed),
+  // in two halves around the floor's; the CPU of process `pid` in the scenario's blocks is
+  // added to `cpu`. False when a block of the scenario failed.
+  bool run(int rounds, pid_t pid, const std::function<bool(int)>& block, CpuWindow::Result* cpu);
+  // out["floor"], and out["latencyLastP99RatioToFloor"] against out["latency"].
+  void report(int rounds);
+  // Stops the floor and closes its sockets (before a scenario's next part).
+  void close();
+
+ private:
+  double timeout_;
+  Json& out_;
+  std::unique_ptr<AppServer> server_;
+  std::unique_ptr<ClientFleet> fleet_;  // after server_: closed before the floor goes
+  std::unique_ptr<FloorRounds> rounds_;
 };
 
 }  // namespace dohost::bench

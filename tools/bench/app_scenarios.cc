@@ -140,6 +140,73 @@ std::string_view stringAfter(std::string_view m, std::string_view key) {
   return end == std::string_view::npos ? std::string_view{} : m.substr(start, end - start);
 }
 
+FloorComparison::FloorComparison(const AppBenchOptions& o, size_t receivers, size_t frameBytes,
+                                 double timeout, Json& out)
+    : timeout_(timeout), out_(out) {
+  if (!o.floor) return;
+  std::string error;
+  server_ = startFloor(o, &error);
+  fleet_ = std::make_unique<ClientFleet>();
+  if (!server_ || !fleet_->open(&error) ||
+      !fleet_->connect(server_->port, "/", receivers + 1, true,
+                       30 + static_cast<double>(receivers) / 100, &error)) {
+    out_["floor"] = Json{{"error", error}};
+    return;
+  }
+  rounds_ = std::make_unique<FloorRounds>(*fleet_, receivers, frameBytes);
+  if (!rounds_->rounds(5, timeout_)) {
+    out_["floor"] = Json{{"error", "a warm-up round did not reach every receiver"}};
+    rounds_.reset();
+    return;
+  }
+  rounds_->clearSamples();
+}
+
+FloorComparison::~FloorComparison() { close(); }
+
+void FloorComparison::close() {
+  rounds_.reset();
+  if (fleet_) fleet_->close();
+  fleet_.reset();
+  server_.reset();
+}
+
+bool FloorComparison::run(int rounds, pid_t pid, const std::function<bool(int)>& block,
+                          CpuWindow::Result* cpu) {
+  int half = rounds / 2;
+  auto scenario = [&](int count) {
+    CpuWindow w;
+    w.start(pid);
+    bool ok = block(count);
+    CpuWindow::Result r = w.stop();
+    cpu->wall += r.wall;
+    cpu->server += r.server;
+    cpu->bench += r.bench;
+    cpu->other += r.other;
+    return ok;
+  };
+  auto floor = [&](int count) {
+    if (rounds_ && !rounds_->rounds(count, timeout_)) {
+      out_["floor"] = Json{{"error", "a round did not reach every receiver"}};
+      rounds_.reset();
+    }
+  };
+  if (!scenario(half)) return false;
+  floor(half);
+  floor(rounds - half);
+  return scenario(rounds - half);
+}
+
+void FloorComparison::report(int rounds) {
+  if (!rounds_) return;
+  Summary fl = summarize(rounds_->lastUs());
+  out_["floor"] = Json{{"rounds", rounds},
+                       {"latencyLastUs", toJson(fl)},
+                       {"latencyFirstUs", toJson(summarize(rounds_->firstUs()))}};
+  double p99 = out_["latency"]["latencyLastUs"]["p99"].get<double>();
+  out_["latencyLastP99RatioToFloor"] = fl.p99 > 0 ? Json(p99 / fl.p99) : Json(nullptr);
+}
+
 namespace {
 
 // --- chat -------------------------------------------------------------------------------
@@ -393,57 +460,11 @@ Json runChatBench(const AppBenchOptions& o) {
   int rounds = chatRounds(o);
 
   // The floor beside it, measured in alternating blocks (dohost, floor, floor, dohost).
-  std::unique_ptr<AppServer> floor;
-  std::unique_ptr<ClientFleet> floorFleet;
-  std::unique_ptr<FloorRounds> floorRounds;
-  if (o.floor) {
-    std::string ferr;
-    floor = startFloor(o, &ferr);
-    floorFleet = std::make_unique<ClientFleet>();
-    if (!floor || !floorFleet->open(&ferr) ||
-        !floorFleet->connect(floor->port, "/", n + 1, true, 30 + static_cast<double>(n) / 100, &ferr)) {
-      out["floor"] = Json{{"error", ferr}};
-      floor.reset();
-      floorFleet.reset();
-    } else {
-      floorRounds = std::make_unique<FloorRounds>(*floorFleet, n, driver.frameBytes());
-      if (!floorRounds->rounds(5, timeout)) {
-        out["floor"] = Json{{"error", "a warm-up round did not reach every receiver"}};
-        floorRounds.reset();
-      } else {
-        floorRounds->clearSamples();
-      }
-    }
-  }
-  std::fprintf(stderr, "  chat: %d latency rounds%s ...\n", rounds, floorRounds ? " (and the floor)" : "");
+  FloorComparison floor(o, n, driver.frameBytes(), timeout, out);
+  std::fprintf(stderr, "  chat: %d latency rounds%s ...\n", rounds, floor.running() ? " (and the floor)" : "");
   CpuWindow::Result latCpu;
-  int half = rounds / 2;
-  for (int b = 0; b < 2; ++b) {
-    int count = b == 0 ? half : rounds - half;
-    auto dohostBlock = [&]() -> bool {
-      CpuWindow w;
-      w.start(host->pid);
-      bool ok = driver.rounds(count, senders, timeout);
-      CpuWindow::Result r = w.stop();
-      latCpu.wall += r.wall;
-      latCpu.server += r.server;
-      latCpu.bench += r.bench;
-      latCpu.other += r.other;
-      return ok;
-    };
-    auto floorBlock = [&] {
-      if (floorRounds && !floorRounds->rounds(count, timeout)) {
-        out["floor"] = Json{{"error", "a round did not reach every receiver"}};
-        floorRounds.reset();
-      }
-    };
-    if (b == 0) {
-      if (!dohostBlock()) return Json{{"error", "a message did not reach every member in time"}};
-      floorBlock();
-    } else {
-      floorBlock();
-      if (!dohostBlock()) return Json{{"error", "a message did not reach every member in time"}};
-    }
+  if (!floor.run(rounds, host->pid, [&](int count) { return driver.rounds(count, senders, timeout); }, &latCpu)) {
+    return Json{{"error", "a message did not reach every member in time"}};
   }
   double frames = static_cast<double>(rounds) * static_cast<double>(n);
   Json lat{{"rounds", rounds},
@@ -454,18 +475,8 @@ Json runChatBench(const AppBenchOptions& o) {
            {"serverCpuUtil", latCpu.server / latCpu.wall},
            {"otherCpu", latCpu.other / latCpu.wall}};
   out["latency"] = lat;
-  if (floorRounds) {
-    Summary fl = summarize(floorRounds->lastUs());
-    out["floor"] = Json{{"rounds", rounds},
-                        {"latencyLastUs", toJson(fl)},
-                        {"latencyFirstUs", toJson(summarize(floorRounds->firstUs()))}};
-    double p99 = out["latency"]["latencyLastUs"]["p99"].get<double>();
-    out["latencyLastP99RatioToFloor"] = fl.p99 > 0 ? Json(p99 / fl.p99) : Json(nullptr);
-  }
-  floorRounds.reset();
-  if (floorFleet) floorFleet->close();
-  floor.reset();
-  floorFleet.reset();
+  floor.report(rounds);
+  floor.close();
 
   std::fprintf(stderr, "  chat: %zu senders, window %zu, %.1f s ...\n", senders, o.window, o.seconds);
   double commitsBefore = metricTotal(host->adminPort, "dohost_storage_commits_total");

@@ -12,6 +12,8 @@
 namespace dohost::bench {
 namespace {
 
+namespace guide = dohost::objects::guide;
+
 // The members of one chat room: sends `message` envelopes with a tag as content, counts each
 // tag's arrivals, and records when one reached every member (the sender included).
 class GuideChat {
@@ -165,6 +167,7 @@ Json runGuideBench(const AppBenchOptions& o) {
   std::string context = "bench-" + randomHex().substr(0, 8);
   ClientFleet fleet;
   if (!fleet.open(&error)) return Json{{"error", error}};
+  GuideChat chat(fleet, n);  // counts the user_joined notices from the first join on
   auto c0 = SteadyClock::now();
   for (size_t i = 0; i < n; ++i) {
     std::string u = "u" + std::to_string(i);
@@ -176,7 +179,6 @@ Json runGuideBench(const AppBenchOptions& o) {
     }
   }
   out["connectSeconds"] = microsBetween(c0, SteadyClock::now()) / 1e6;
-  GuideChat chat(fleet, n);
   double timeout = 10 + static_cast<double>(n) / 200;
   if (!chat.settle(30 + static_cast<double>(n) / 50)) {
     return Json{{"error", "the user_joined notices did not all arrive"}};
@@ -186,53 +188,11 @@ Json runGuideBench(const AppBenchOptions& o) {
   int rounds = o.rounds > 0 ? o.rounds
                             : static_cast<int>(std::clamp<size_t>(200000 / std::max<size_t>(n, 1), 30, 2000));
 
-  std::unique_ptr<AppServer> floor;
-  std::unique_ptr<ClientFleet> floorFleet;
-  std::unique_ptr<FloorRounds> floorRounds;
-  if (o.floor) {
-    std::string ferr;
-    floor = startFloor(o, &ferr);
-    floorFleet = std::make_unique<ClientFleet>();
-    if (!floor || !floorFleet->open(&ferr) ||
-        !floorFleet->connect(floor->port, "/", n + 1, true, 30 + static_cast<double>(n) / 100, &ferr)) {
-      out["floor"] = Json{{"error", ferr}};
-      floor.reset();
-      floorFleet.reset();
-    } else {
-      floorRounds = std::make_unique<FloorRounds>(*floorFleet, n, chat.frameBytes());
-      if (!floorRounds->rounds(5, timeout)) {
-        out["floor"] = Json{{"error", "a warm-up round did not reach every receiver"}};
-        floorRounds.reset();
-      } else {
-        floorRounds->clearSamples();
-      }
-    }
-  }
-  std::fprintf(stderr, "  guide: %d latency rounds%s ...\n", rounds, floorRounds ? " (and the floor)" : "");
-  // Alternating blocks (dohost, floor, floor, dohost), as in the chat scenario.
+  FloorComparison floor(o, n, chat.frameBytes(), timeout, out);
+  std::fprintf(stderr, "  guide: %d latency rounds%s ...\n", rounds, floor.running() ? " (and the floor)" : "");
   CpuWindow::Result cpu;
-  int half = rounds / 2;
-  for (int b = 0; b < 2; ++b) {
-    int count = b == 0 ? half : rounds - half;
-    auto dohostBlock = [&] {
-      CpuWindow w;
-      w.start(host->pid);
-      bool ok = chat.rounds(count, senders, timeout);
-      CpuWindow::Result r = w.stop();
-      cpu.wall += r.wall;
-      cpu.server += r.server;
-      cpu.other += r.other;
-      return ok;
-    };
-    auto floorBlock = [&] {
-      if (floorRounds && !floorRounds->rounds(count, timeout)) {
-        out["floor"] = Json{{"error", "a round did not reach every receiver"}};
-        floorRounds.reset();
-      }
-    };
-    if (b == 1) floorBlock();
-    if (!dohostBlock()) return Json{{"error", "a message did not reach every member in time"}};
-    if (b == 0) floorBlock();
+  if (!floor.run(rounds, host->pid, [&](int count) { return chat.rounds(count, senders, timeout); }, &cpu)) {
+    return Json{{"error", "a message did not reach every member in time"}};
   }
   double frames = static_cast<double>(rounds) * static_cast<double>(n);
   out["latency"] = Json{{"rounds", rounds},
@@ -242,18 +202,8 @@ Json runGuideBench(const AppBenchOptions& o) {
                         {"cpuPerFrameUs", cpu.server * 1e6 / frames},
                         {"otherCpu", cpu.other / cpu.wall},
                         {"strayFrames", chat.strayFrames()}};
-  if (floorRounds) {
-    Summary fl = summarize(floorRounds->lastUs());
-    out["floor"] = Json{{"rounds", rounds},
-                        {"latencyLastUs", toJson(fl)},
-                        {"latencyFirstUs", toJson(summarize(floorRounds->firstUs()))}};
-    double p99 = out["latency"]["latencyLastUs"]["p99"].get<double>();
-    out["latencyLastP99RatioToFloor"] = fl.p99 > 0 ? Json(p99 / fl.p99) : Json(nullptr);
-  }
-  floorRounds.reset();
-  if (floorFleet) floorFleet->close();
-  floor.reset();
-  floorFleet.reset();
+  floor.report(rounds);
+  floor.close();
   std::fprintf(stderr, "  guide: last member p50 %.0f / p99 %.0f us; rate-limit check %.0f ns\n",
                out["latency"]["latencyLastUs"]["median"].get<double>(),
                out["latency"]["latencyLastUs"]["p99"].get<double>(),

@@ -62,7 +62,7 @@ std::unique_ptr<Server> startDohost(const WsBenchOptions& o, bool durabilityFull
     std::ofstream out(config);
     out << "ping_interval = 3600\n"
         << "durability = \"" << (durabilityFull ? "full" : "normal") << "\"\n";
-    for (const char* app : {"bridge", "hopeflow", "channels"}) {
+    for (const char* app : {"bridge", "hopeflow", "channels", "guide"}) {
       out << "[apps." << app << "]\nlisten = \"off\"\n";
     }
   }
