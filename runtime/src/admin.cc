@@ -180,6 +180,7 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
   if (parts.size() == 1 && parts[0] == "metrics" && method == "GET") {
     return Response(200, prometheusMetrics(rt), "text/plain; version=0.0.4");
   }
+  if (parts.size() == 1 && parts[0] == "faults") return handleFaults(request);
   if (parts.empty() || parts[0] != "objects") return Response::json(404, jsonError("not found"));
   if (parts.size() == 1) {
     if (method != "GET") return Response::json(405, jsonError("use GET"));

@@ -15,4 +15,9 @@ Response handleAdmin(Runtime& runtime, const HostOptions& options, Request& requ
 std::string prometheusMetrics(Runtime& runtime);
 std::string jsonError(std::string_view message);
 
+// Storage fault injection (tests): DOHOST_TEST_FAULTS installs the fault VFS with its rules
+// (bad rules: the error); then GET/PUT/DELETE /faults read, replace and clear them.
+Status enableTestFaults();
+Response handleFaults(Request& request);
+
 }  // namespace dohost

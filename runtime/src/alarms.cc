@@ -15,6 +15,18 @@ Status Runtime::alarmWillBeSet(ObjectSlot& slot, TimePoint when) {
   return alarmIndex_->upsert({slot.className(), slot.id(), slot.name(), toUnixMillis(when)});
 }
 
+void Runtime::restoreAlarmIndex(ObjectSlot& slot) {
+  auto it = alarms_.find(slot.className() + "/" + slot.id());
+  // No alarm kept: an entry the failed turn wrote only causes a wake-up that finds nothing.
+  if (it == alarms_.end() || !alarmIndex_) return;
+  const AlarmTimer& a = it->second;
+  Status s = alarmIndex_->upsert({a.className, a.id, a.name, toUnixMillis(a.time)});
+  if (!s.isOk()) {
+    logLine(LogLevel::kError, "cannot restore the alarm index: " + s.toString(), a.className,
+            a.id);
+  }
+}
+
 void Runtime::alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when) {
   std::string key = slot.className() + "/" + slot.id();
   if (when) {

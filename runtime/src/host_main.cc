@@ -14,6 +14,7 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "config.h"
 #include "dohost/host.h"
 #include "dohost/json.h"
@@ -301,6 +302,10 @@ int runHost(const HostOptions& options, const Registry& registry) {
   ro.objectFailureWindow = seconds(options.objectFailureWindowSeconds);
   ro.objectFailureBackoff = seconds(options.objectFailureBackoffSeconds);
   ro.objectFailureBackoffMax = seconds(options.objectFailureBackoffMaxSeconds);
+  if (Status s = enableTestFaults(); !s.isOk()) {
+    std::fprintf(stderr, "dohost: DOHOST_TEST_FAULTS: %s\n", s.message().c_str());
+    return 2;
+  }
   SystemClock clock;
   Runtime runtime(ro, registry, clock);
   if (Status s = runtime.start(); !s.isOk()) {

@@ -233,10 +233,12 @@ void ObjectSlot::failTurn(const std::string& why, const Status& commitStatus, Ef
   auto tell = [&](const std::shared_ptr<detail::SocketRecord>& s) {
     if (s && std::find(told.begin(), told.end(), s) == told.end()) told.push_back(s);
   };
+  bool alarmChanged = alarmChange_.has_value();
   for (Held& h : held_) {
     tell(h.origin);
     for (SocketEffect& e : h.effects.sockets) tell(e.socket);
     abandon(h.effects);
+    alarmChanged = alarmChanged || h.alarmChange.has_value();
   }
   if (current) {
     for (SocketEffect& e : current->sockets) tell(e.socket);
@@ -245,6 +247,7 @@ void ObjectSlot::failTurn(const std::string& why, const Status& commitStatus, Ef
   tell(origin);
   held_.clear();
   alarmChange_.reset();
+  if (alarmChanged) runtime_.restoreAlarmIndex(*this);
   dropInstance(why);
   size_t closed = 0;
   for (const auto& s : told) {

@@ -113,6 +113,9 @@ class Runtime {
   // Alarms (called by slots after their commits).
   void alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when);
   Status alarmWillBeSet(ObjectSlot& slot, TimePoint when);  // before the commit
+  // After a failed turn that changed the alarm: the index gets back the time the runtime
+  // keeps for the object, in place of the one written before the commit that failed.
+  void restoreAlarmIndex(ObjectSlot& slot);
 
   // The time the alarm timer of (class, id) is set for, if any (no disk access).
   std::optional<TimePoint> scheduledAlarm(const std::string& className, const std::string& id) const {

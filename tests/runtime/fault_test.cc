@@ -316,6 +316,16 @@ TEST_CASE_FIXTURE(FaultFixture, "an alarm whose stored time cannot be read is ke
   CHECK(body("/alarm/get") == "none");
 }
 
+TEST_CASE_FIXTURE(FaultFixture, "a failed commit that would have moved the alarm leaves the index on the kept time") {
+  body("/alarm?ms=60000");
+  arm("write,path=" + idFromName("Counter", "alpha"));
+  CHECK(fetch("/alarm?ms=120000").status() == 503);  // the index was written, the commit failed
+  faults::clear();
+  restart();  // the host learns its alarms from the index
+  advance(Duration(61'000));
+  CHECK(journal.alarms.size() == 1);
+}
+
 TEST_CASE_FIXTURE(FaultFixture, "an alarm whose failure cannot be recorded stays scheduled") {
   journal.alarmFailuresLeft = 1000;
   body("/alarm?ms=1000");

@@ -106,6 +106,12 @@ class TestEcho final : public dohost::DurableObject {
       st.transferWebSocket(ws, "TestEcho", cmd.value("to", std::string()), std::move(moved));
       if (cmd.value("thenThrow", false)) throw std::runtime_error("failed after transferring");
       ws.send(R"({"transferring":true})");  // from the old object, before the hand-over
+    } else if (op == "put") {  // a write every socket of the object hears of
+      st.storage().put("kv:" + cmd.value("key", ""), cmd.value("value", ""));
+      st.broadcast(json{{"put", cmd.value("key", "")}, {"value", cmd.value("value", "")}}.dump());
+    } else if (op == "get") {
+      auto v = st.storage().get("kv:" + cmd.value("key", ""));
+      ws.send(json{{"key", cmd.value("key", "")}, {"value", v ? json(*v) : json(nullptr)}}.dump());
     } else if (op == "alarm") {
       st.storage().setAlarm(st.now() + dohost::Duration(cmd.value("ms", 0)));
       ws.send(R"({"ok":true})");
