@@ -243,6 +243,17 @@ async def recv_until(ws, predicate, timeout=5):
             return msg
 
 
+async def wait_for(predicate, timeout=10.0):
+    """Polls `predicate` until it returns something true; returns that."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
 async def no_message(ws, within=0.3):
     """True if nothing arrives within `within` seconds."""
     try:

@@ -17,20 +17,10 @@ import unittest
 
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from harness import Host, binary, no_message, recv_json, recv_until
+from harness import Host, binary, recv_json, recv_until, wait_for
 from test_channels import token, ws_path
 
 ECHO = "TestEcho"
-
-
-async def wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 class FaultCase(unittest.IsolatedAsyncioTestCase):
@@ -95,6 +85,27 @@ class FaultCase(unittest.IsolatedAsyncioTestCase):
         await ws.send(json.dumps({"cmd": "get", "key": key}))
         return (await recv_until(ws, lambda m: "value" in m and "put" not in m))["value"]
 
+    async def put_acknowledged(self, ws, key, value):
+        await self.put(ws, key, value)
+        self.assertEqual(await recv_json(ws), {"put": key, "value": value})
+
+    async def put_refused(self, ws, key, value):
+        """The put meets the fault: the host closes the socket with 1011."""
+        await self.put(ws, key, value)
+        code, _ = await self.closed_with(ws)
+        self.assertEqual(code, 1011)
+
+    async def upgrade_refused(self, name):
+        with self.assertRaises(InvalidStatusCode) as refused:
+            await self.host.connect("testapp", f"/o/{name}")
+        self.assertEqual(refused.exception.status_code, 503)
+
+    async def heals(self, name, key, kept):
+        """A reconnect reads `kept` (what was acknowledged) and writes again."""
+        again = await self.connect(name)
+        self.assertEqual(await self.get(again, key), kept)
+        await self.put_acknowledged(again, key, "after")
+
     async def closed_with(self, ws, timeout=5):
         """Reads until the host closes `ws`; returns the close code and what arrived first."""
         seen = []
@@ -135,8 +146,8 @@ class CommitFaults(FaultCase):
     async def test_a_failed_grouped_commit_closes_every_socket_it_would_have_told_with_1011(self):
         a, b, c = [await self.connect("room") for _ in range(3)]
         other = await self.connect("other")
-        await self.put(a, "k", "v1")
-        for ws in (a, b, c):
+        await self.put_acknowledged(a, "k", "v1")
+        for ws in (b, c):
             self.assertEqual(await recv_json(ws), {"put": "k", "value": "v1"})
 
         self.arm(f"write,path={self.object_id('room')}")
@@ -147,27 +158,20 @@ class CommitFaults(FaultCase):
             self.assertEqual(code, 1011)
             self.assertFalse([m for m in seen if m.get("put")], seen)  # v2, v3 never left
         # Another object commits and carries on, on the same host.
-        await self.put(other, "k", "x")
-        self.assertEqual(await recv_json(other), {"put": "k", "value": "x"})
+        await self.put_acknowledged(other, "k", "x")
         self.assertIn("WebSockets closed with 1011", self.log())
 
         self.clear()
-        again = await self.connect("room")
-        self.assertEqual(await self.get(again, "k"), "v1")  # the last committed state
-        await self.put(again, "k", "v4")
-        self.assertEqual(await recv_json(again), {"put": "k", "value": "v4"})
+        await self.heals("room", "k", "v1")  # the last committed state
         self.host.restart()
         after = await self.connect("room")
-        self.assertEqual(await self.get(after, "k"), "v4")
+        self.assertEqual(await self.get(after, "k"), "after")
 
     async def test_an_fsync_error_closes_with_1011_and_the_object_stays_whole(self):
         a = await self.connect("synced")
-        await self.put(a, "k", "v1")
-        await recv_json(a)
+        await self.put_acknowledged(a, "k", "v1")
         self.arm(f"sync,path={self.object_id('synced')}")
-        await self.put(a, "k", "v2")
-        code, _ = await self.closed_with(a)
-        self.assertEqual(code, 1011)
+        await self.put_refused(a, "k", "v2")
         self.clear()
         # The failed fsync may have left the commit's bytes in the file: v2 was never
         # acknowledged, so either value is whole; v1 is never lost.
@@ -198,24 +202,16 @@ class CommitFaults(FaultCase):
 
     async def test_a_disk_that_fills_up_refuses_writes_then_heals(self):
         a = await self.connect("filled")
-        await self.put(a, "k", "acknowledged")
-        await recv_json(a)
+        await self.put_acknowledged(a, "k", "acknowledged")
         self.arm(f"write,path={self.host.data},quota=0")
-        await self.put(a, "k", "x" * 20000)
-        code, _ = await self.closed_with(a)
-        self.assertEqual(code, 1011)
-        with self.assertRaises(InvalidStatusCode) as refused:
-            await self.host.connect("testapp", "/o/newcomer")
-        self.assertEqual(refused.exception.status_code, 503)
+        await self.put_refused(a, "k", "x" * 20000)
+        await self.upgrade_refused("newcomer")
         self.assertTrue(self.failed_calls() >= 2)
         self.assertIn("database or disk is full", self.log())
 
         self.clear()  # space freed
-        again = await self.connect("filled")
-        self.assertEqual(await self.get(again, "k"), "acknowledged")
-        newcomer = await self.connect("newcomer")
-        await self.put(newcomer, "k", "works")
-        self.assertEqual(await recv_json(newcomer), {"put": "k", "value": "works"})
+        await self.heals("filled", "k", "acknowledged")
+        await self.heals("newcomer", "k", None)
 
 
 class ChannelCommitFault(FaultCase):
@@ -257,8 +253,7 @@ class FilesAtOpen(FaultCase):
     async def test_corrupt_and_truncated_files_answer_503_and_the_host_carries_on(self):
         for name in ("garbled", "short", "fine"):
             ws = await self.connect(name)
-            await self.put(ws, "k", "v" * 60000)  # several pages
-            await recv_json(ws)
+            await self.put_acknowledged(ws, "k", "v" * 60000)  # several pages
             await ws.close()
         garbled, short = self.object_file("garbled"), self.object_file("short")
         self.host.stop()
@@ -269,9 +264,7 @@ class FilesAtOpen(FaultCase):
         self.host.start()
 
         for name in ("garbled", "short"):
-            with self.assertRaises(InvalidStatusCode) as refused:
-                await self.host.connect("testapp", f"/o/{name}")
-            self.assertEqual(refused.exception.status_code, 503)
+            await self.upgrade_refused(name)
             status, _, body = self.host.http("GET", "testapp", f"/o/{name}/events")
             self.assertEqual(status, 503)
             self.assertIn("storage", json.loads(body)["error"])
@@ -286,20 +279,12 @@ class FilesAtOpen(FaultCase):
 class ReadOnlyFolder(FaultCase):
     async def test_a_folder_that_turns_read_only_refuses_writes_then_recovers(self):
         a = await self.connect("ro")
-        await self.put(a, "k", "before")
-        await recv_json(a)
+        await self.put_acknowledged(a, "k", "before")
         self.arm(f"readonly,path={self.host.data}")
-        await self.put(a, "k", "during")
-        code, _ = await self.closed_with(a)
-        self.assertEqual(code, 1011)
-        with self.assertRaises(InvalidStatusCode) as refused:
-            await self.host.connect("testapp", "/o/created-while-read-only")
-        self.assertEqual(refused.exception.status_code, 503)
+        await self.put_refused(a, "k", "during")
+        await self.upgrade_refused("created-while-read-only")
         self.clear()
-        again = await self.connect("ro")
-        self.assertEqual(await self.get(again, "k"), "before")
-        await self.put(again, "k", "after")
-        self.assertEqual(await recv_json(again), {"put": "k", "value": "after"})
+        await self.heals("ro", "k", "before")
 
 
 def can_make_immutable():
@@ -337,23 +322,15 @@ class ImmutableFolder(FaultCase):
 
     async def test_an_immutable_data_folder_refuses_writes_then_recovers(self):
         a = await self.connect("ro")
-        await self.put(a, "k", "before")
-        await recv_json(a)
+        await self.put_acknowledged(a, "k", "before")
         self.chattr("+i")
         try:
-            await self.put(a, "k", "during")
-            code, _ = await self.closed_with(a)
-            self.assertEqual(code, 1011)
-            with self.assertRaises(InvalidStatusCode) as refused:
-                await self.host.connect("testapp", "/o/created-while-read-only")
-            self.assertEqual(refused.exception.status_code, 503)
+            await self.put_refused(a, "k", "during")
+            await self.upgrade_refused("created-while-read-only")
         finally:
             self.chattr("-i")
         self.assertIn("disk I/O error", self.log())
-        again = await self.connect("ro")
-        self.assertEqual(await self.get(again, "k"), "before")
-        await self.put(again, "k", "after")
-        self.assertEqual(await recv_json(again), {"put": "k", "value": "after"})
+        await self.heals("ro", "k", "before")
 
 
 class AlarmReadFault(FaultCase):

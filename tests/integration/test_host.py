@@ -14,23 +14,14 @@ import unittest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from harness import Host, binary, free_port, metric, no_message, recv_json, test_plugin_path
+from harness import (Host, binary, free_port, metric, no_message, recv_json, test_plugin_path,
+                     wait_for)
 
 
 def events(host, name):
     status, _, body = host.http("GET", "testapp", f"/o/{name}/events")
     assert status == 200, status
     return json.loads(body)
-
-
-async def wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 class HostTestCase(unittest.IsolatedAsyncioTestCase):

@@ -65,6 +65,26 @@ std::optional<std::string> valueAt(ObjectDatabase& db, const std::string& key) {
   return valueOf(db.get(key));
 }
 
+// Closes `db`, opens its file again and checks that it holds `expected` (nullopt: absent) and
+// is intact.
+void reopenAndCheck(std::unique_ptr<ObjectDatabase>& db,
+                    const std::vector<std::pair<std::string, std::optional<std::string>>>& expected) {
+  std::string path = db->path();
+  db.reset();
+  db = openDb(path);
+  for (const auto& [key, value] : expected) {
+    CAPTURE(key);
+    CHECK(valueAt(*db, key) == value);
+  }
+  checkIntegrity(*db);
+}
+
+// A database at `path` holding key = value, closed.
+void commitAndClose(const std::string& path, const std::string& key, const std::string& value) {
+  auto db = openDb(path);
+  REQUIRE_OK(commitPut(*db, key, value));
+}
+
 TEST_CASE("fault specs parse, and bad ones are refused with the reason") {
   auto rules = valueOf(faults::parse(
       " write,path=/Counter/,skip=2,count=1 ; sync,file=wal,error=full;write,quota=4096;readonly"));
@@ -119,12 +139,7 @@ TEST_CASE("a write that fails fails the commit; what was committed before stays,
 
   faults.arm("");
   REQUIRE_OK(commitPut(*db, "after", "works"));
-  db.reset();
-  auto reopened = openDb(dir.file("a.sqlite"));
-  CHECK(valueAt(*reopened, "before") == "committed");
-  CHECK(valueAt(*reopened, "during") == std::nullopt);
-  CHECK(valueAt(*reopened, "after") == "works");
-  checkIntegrity(*reopened);
+  reopenAndCheck(db, {{"before", "committed"}, {"during", std::nullopt}, {"after", "works"}});
 }
 
 TEST_CASE("the Nth write fails: skip and count choose which") {
@@ -162,11 +177,7 @@ TEST_CASE("an fsync error fails the commit and loses nothing committed") {
   CHECK(valueAt(*db, "during") == std::nullopt);
 
   REQUIRE_OK(commitPut(*db, "after", "works"));  // count=1: the fault is gone
-  db.reset();
-  auto reopened = openDb(dir.file("a.sqlite"));
-  CHECK(valueAt(*reopened, "before") == "committed");
-  CHECK(valueAt(*reopened, "after") == "works");
-  checkIntegrity(*reopened);
+  reopenAndCheck(db, {{"before", "committed"}, {"after", "works"}});
 }
 
 TEST_CASE("a disk that fills up: commits fail with SQLITE_FULL, the acknowledged ones stay") {
@@ -194,10 +205,8 @@ TEST_CASE("a disk that fills up: commits fail with SQLITE_FULL, the acknowledged
 
   faults.arm("");  // space freed
   REQUIRE_OK(commitPut(*db, "more", "x"));
-  db.reset();
-  auto reopened = openDb(dir.file("a.sqlite"));
-  CHECK(valueOf(reopened->keyCount()) == static_cast<int64_t>(acknowledged.size()) + 1);
-  checkIntegrity(*reopened);
+  reopenAndCheck(db, {{"more", "x"}});
+  CHECK(valueOf(db->keyCount()) == static_cast<int64_t>(acknowledged.size()) + 1);
 }
 
 TEST_CASE("a checkpoint that fails after a commit does not make the commit a failure") {
@@ -219,19 +228,13 @@ TEST_CASE("a checkpoint that fails after a commit does not make the commit a fai
   CHECK(db->takeCheckpointError().isOk());  // taken once
 
   faults.arm("");
-  db.reset();  // the last close checkpoints the whole log
-  auto reopened = openDb(dir.file("a.sqlite"));
-  for (const char* key : {"one", "two", "three"}) CHECK(valueAt(*reopened, key) == big);
-  checkIntegrity(*reopened);
+  reopenAndCheck(db, {{"one", big}, {"two", big}, {"three", big}});  // the close checkpoints
 }
 
 TEST_CASE("a file that cannot be opened is a storage fault, and opens once the fault is gone") {
   TempDir dir;
   ArmedFaults faults;
-  {
-    auto db = openDb(dir.file("a.sqlite"));
-    REQUIRE_OK(commitPut(*db, "k", "v"));
-  }
+  commitAndClose(dir.file("a.sqlite"), "k", "v");
   faults.arm("open,path=a.sqlite,file=db");
   Result<std::unique_ptr<ObjectDatabase>> opened = ObjectDatabase::open(dir.file("a.sqlite"), {});
   REQUIRE_FALSE(opened.isOk());
@@ -244,10 +247,7 @@ TEST_CASE("a file that cannot be opened is a storage fault, and opens once the f
 TEST_CASE("a read that fails is a storage fault") {
   TempDir dir;
   ArmedFaults faults;
-  {
-    auto db = openDb(dir.file("a.sqlite"));
-    REQUIRE_OK(commitPut(*db, "k", "v"));
-  }
+  commitAndClose(dir.file("a.sqlite"), "k", "v");
   auto db = openDb(dir.file("a.sqlite"));
   faults.arm("read,path=a.sqlite");
   Result<std::optional<std::string>> got = db->get("k");
