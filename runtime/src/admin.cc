@@ -232,6 +232,9 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
     return okJson({{"evicted", true}, {"state", "evicted"}});
   }
   if (parts[3] == "alarm") {
+    if (slot->failedUntil()) {
+      return Response::json(409, jsonError("the object is failed; its alarm waits for the retry time"));
+    }
     if (!rt.runAlarmNow(*slot)) {
       rt.touch(*slot);
       return Response::json(404, jsonError("the object has no alarm"));

@@ -48,9 +48,10 @@ class CrashLoopTest(unittest.IsolatedAsyncioTestCase):
     async def wait_until_ms(self, ms):
         await asyncio.sleep(max(0.0, ms / 1000 - time.time()) + 0.05)
 
-    def doctl_objects(self):
-        r = subprocess.run([binary("doctl"), "--admin", f"127.0.0.1:{self.host.admin_port}", "objects",
-                            "TestCrash"], capture_output=True, text=True, timeout=10)
+    def doctl(self, *args):
+        r = subprocess.run([binary("doctl"), "--data", self.host.data,
+                            "--admin", f"127.0.0.1:{self.host.admin_port}"] + list(args),
+                           capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout
 
@@ -75,8 +76,11 @@ class CrashLoopTest(unittest.IsolatedAsyncioTestCase):
         listed = self.host.admin_json("GET", "/objects?class=TestCrash")[1]
         self.assertEqual([o["state"] for o in listed if o["name"] == "ctor"], ["failed"])
         self.assertEqual(self.crash_metrics(), (3, 1))
-        table = self.doctl_objects()
-        self.assertRegex(table, r"ctor\s.*failed")
+        self.assertRegex(self.doctl("objects", "TestCrash"), r"ctor\s.*failed")
+        shown = self.doctl("sockets", "TestCrash", "ctor")
+        self.assertRegex(shown, r"state\s+failed")
+        self.assertRegex(shown, r"failure\s+TestCrash constructor fails on purpose")
+        self.assertRegex(shown, r"failed until\s+\S+")
 
         # Other objects, of this class and of another, carry on meanwhile.
         status, _, body = self.get("/c/healthy")
@@ -134,7 +138,12 @@ class CrashLoopTest(unittest.IsolatedAsyncioTestCase):
             await asyncio.sleep(0.02)
         d = self.detail("alarmed")
         self.assertIn("TestCrash alarm fails on purpose", d["failure"]["lastError"])
+        # doctl show reads the object's file, and with --admin adds the host's view of it.
+        shown = self.doctl("show", "TestCrash", "alarmed")
+        self.assertRegex(shown, r"host state\s+failed")
+        self.assertRegex(shown, r"failure\s+TestCrash alarm fails on purpose")
         self.assertEqual(self.get("/c/alarmed")[0], 503)
+        self.assertEqual(self.host.admin_json("POST", "/objects/TestCrash/alarmed/alarm")[0], 409)
         # Fixed: the alarm waits for the retry time, then runs and succeeds.
         self.mode("alarmed", "")
         await self.wait_until_ms(d["failure"]["retryAt"])

@@ -12,7 +12,7 @@ import struct
 import time
 import unittest
 
-from harness import Host, no_message, recv_json
+from harness import Host, make_jwt, recv_json
 
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:")
@@ -164,6 +164,37 @@ class ShutdownTest(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(sorted(closes), sorted(expected), obj)
                 for att, ends in closes.items():
                     self.assertEqual(len(ends), 1, (obj, att, ends))
+        finally:
+            host.close()
+
+
+    async def test_sigterm_while_an_answer_waits(self):
+        # A hopeflow /publish waits (up to ack_timeout_ms) for the acks of its user's sockets; the
+        # client never acks. SIGTERM comes while the answer is pending in the object.
+        host = Host(apps=("hopeflow",), config="[apps.hopeflow]\nack_timeout_ms = 600000\n").start()
+        try:
+            user = "waiting-user"
+            ws = await host.connect("hopeflow", "/", headers={"Authorization": "Bearer " + make_jwt({"userId": user})})
+            await ws.send(json.dumps({"type": "subscribe", "filters": [{}]}))
+            self.assertEqual((await recv_json(ws))["type"], "subscribed")
+            headers = {"Content-Type": "application/json",
+                       "Authorization": "Bearer " + make_jwt({"userId": "publisher"})}
+
+            def publish():
+                try:
+                    return host.http("POST", "hopeflow", "/publish",
+                                     json.dumps({"userId": user, "payload": {"n": 1}}), headers)[0]
+                except (OSError, ConnectionError) as e:  # the host went away first
+                    return type(e).__name__
+
+            pending = asyncio.get_running_loop().run_in_executor(None, publish)
+            envelope = await recv_json(ws)  # delivered, and never acked
+            self.assertEqual(envelope["payload"], {"n": 1})
+            code = await asyncio.get_running_loop().run_in_executor(None, host.stop)
+            self.assertEqual(sanitizer_lines(host), [])
+            self.assertEqual(code, 0, host.stderr())
+            answer = await pending
+            self.assertIn(answer, (503, "RemoteDisconnected", "ConnectionResetError"), answer)
         finally:
             host.close()
 

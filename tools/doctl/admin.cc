@@ -75,6 +75,25 @@ std::string sizeText(const json& j) {
 
 }  // namespace
 
+json hostView(const GlobalOptions& options, const std::string& className, const std::string& id) {
+  return call(options, "GET", objectPath(className, id));
+}
+
+void addFailureFields(Fields& fields, const json& detail, int64_t now) {
+  auto f = detail.find("failure");
+  if (f == detail.end() || !f->is_object()) return;
+  std::string failures = fmt::format("{} since the last success", f->value("count", 0));
+  if (auto at = f->find("lastFailureAt"); at != f->end() && at->is_number_integer()) {
+    failures += ", the last " + formatRelative(at->get<int64_t>(), now);
+  }
+  fields.add("failures", failures);
+  fields.add("failure", text(*f, "lastError"));
+  if (auto retry = f->find("retryAt"); retry != f->end() && retry->is_number_integer()) {
+    int64_t ms = retry->get<int64_t>();
+    fields.add("failed until", formatTime(ms) + " (" + formatRelative(ms, now) + ")");
+  }
+}
+
 int runObjects(const GlobalOptions& options, const std::optional<std::string>& className) {
   std::string path = "/objects";
   if (className) path += "?class=" + encodePathSegment(*className);
@@ -112,6 +131,7 @@ int runSockets(const GlobalOptions& options, const std::string& className,
     fields.add("last error", text(*f, "lastError"));
   }
   fields.add("size", sizeText(detail));
+  addFailureFields(fields, detail, now);
   fields.print();
   std::fputc('\n', stdout);
   Table table({"SOCKET", "STATE", "TAGS", "ATTACHMENT"});

@@ -39,6 +39,12 @@ int runEvict(const GlobalOptions& options, const std::string& className,
              const std::string& object);
 int runAlarm(const GlobalOptions& options, const std::string& className,
              const std::string& object);
+// The running host's view of one object for `show`: its state and, after failures, the failed
+// state's record. The admin API's JSON; throws CliError like the online commands.
+json hostView(const GlobalOptions& options, const std::string& className, const std::string& id);
+// After recent failures of its constructor, fetch or alarm: how many, the last error, and the
+// end of the failed state (docs/operations.md, "Crash loops").
+void addFailureFields(Fields& fields, const json& detail, int64_t now);
 
 // --- a token for the bundled apps (token.cc) ------------------------------------------
 struct TokenOptions {

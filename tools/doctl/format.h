@@ -35,6 +35,7 @@ class CliError : public std::runtime_error {
 struct GlobalOptions {
   std::string dataDir = "./data";
   std::string adminUrl = "http://127.0.0.1:9090";
+  bool adminGiven = false;  // --admin on the command line: `show` adds the host's view
   std::string token;  // from --token or DOHOST_ADMIN_TOKEN
   bool json = false;  // machine-readable output
   bool wide = false;  // full ids in tables

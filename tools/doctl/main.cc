@@ -36,9 +36,11 @@ int run(int argc, char** argv) {
   app.fallthrough();  // global options may also follow the command
   app.add_option("--data", options.dataDir, "Data folder of the host (offline commands)")
       ->capture_default_str();
-  app.add_option("--admin", options.adminUrl,
-                 "Admin API URL, http://HOST:PORT or HOST:PORT (online commands)")
-      ->capture_default_str();
+  auto* adminOption =
+      app.add_option("--admin", options.adminUrl,
+                     "Admin API URL, http://HOST:PORT or HOST:PORT (online commands; with "
+                     "show, adds the running host's view of the object)")
+          ->capture_default_str();
   app.add_option("--token", options.token,
                  "Admin API bearer token (default: $DOHOST_ADMIN_TOKEN)");
   app.add_flag("--json", options.json, "JSON output (JSON lines for history)");
@@ -173,6 +175,7 @@ int run(int argc, char** argv) {
     }
     throw CliError(kExitUsage, message + " (see doctl --help)");
   }
+  options.adminGiven = adminOption->count() > 0;
   return command ? command() : kExitUsage;
 }
 

@@ -155,9 +155,12 @@ int runShow(const GlobalOptions& options, const std::string& className,
   auto shown = [&](const std::string& key) {
     return std::find(kShownKeys.begin(), kShownKeys.end(), key) != kShownKeys.end();
   };
+  std::optional<json> host;
+  if (options.adminGiven) host = hostView(options, className, file.id);
   if (options.json) {
     json j = objectJson(info);
     j["path"] = file.path;
+    if (host) j["host"] = *host;
     json meta = json::object();
     for (const auto& [key, value] : info.meta) meta[key] = valueJson(value);
     j["meta"] = meta;
@@ -194,6 +197,10 @@ int runShow(const GlobalOptions& options, const std::string& className,
   fields.add("keys", std::to_string(info.keyCount));
   for (const auto& [key, value] : info.meta) {
     if (!shown(key)) fields.add("meta " + displayBytes(key), valueText(value));
+  }
+  if (host) {
+    fields.add("host state", host->value("state", "-"));
+    addFailureFields(fields, *host, now);
   }
   fields.print();
   std::fputc('\n', stdout);
