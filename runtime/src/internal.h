@@ -76,6 +76,7 @@ struct SocketRecord {
   // until the target accepted the socket.
   bool transferring = false;
   std::vector<Message> held;
+  std::optional<std::pair<int, std::string>> earlyClose;  // a close asked for before it, too
 };
 
 // The upgrade being decided in a fetch(): the socket the object accepted, if any. For a

@@ -357,15 +357,16 @@ void ObjectSlot::applyNow(SocketEffect& e) {
     ++metrics_->messagesOut;
     if (s.transport) {
       s.transport->send(e.frame);
-    } else {
+    } else if (!s.earlyClose) {
       s.early.push_back(e.frame);
     }
   } else if (s.transport) {
     s.state = detail::SocketState::kClosing;
     s.transport->close(e.closeCode, e.closeReason);
-  } else {
+  } else if (!s.earlyClose) {
+    // Closed during the upgrade: the frames sent before still go out, then this close.
     s.state = detail::SocketState::kClosing;
-    s.early.clear();
+    s.earlyClose.emplace(e.closeCode, e.closeReason);
   }
 }
 

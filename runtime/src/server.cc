@@ -460,6 +460,21 @@ int Server::writeResponse(lws* wsi, const Response& response, bool finishTransac
   return 0;
 }
 
+// The app's router, which is the app's own code: what it throws is answered 500 and logged,
+// and the connection and the host carry on.
+Route Server::routeRequest(Listener& listener, Request& request) {
+  try {
+    return listener.app->route(request);
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, "app " + listener.appName + ": the router failed on " +
+                                  request.method() + " " + request.path() + ": " + e.what());
+  } catch (...) {
+    logLine(LogLevel::kError, "app " + listener.appName + ": the router failed on " +
+                                  request.method() + " " + request.path());
+  }
+  return Route::respond(Response::json(500, R"({"error":"internal error in the router"})"));
+}
+
 int Server::handleHttp(lws* wsi, Conn& c) {
   if (c.bodyTooLarge) {
     return writeResponse(wsi, Response::json(413, R"({"error":"request body too large"})"), true);
@@ -481,7 +496,7 @@ int Server::handleHttp(lws* wsi, Conn& c) {
       lws_callback_on_writable(w);
     };
     request.setPendingState(c.pending);
-    Route route = c.listener->app->route(request);
+    Route route = routeRequest(*c.listener, request);
     if (route.answer) {
       response = std::move(*route.answer);
     } else {
@@ -528,7 +543,7 @@ int Server::handleUpgrade(lws* wsi, Conn& c) {
   }
   detail::UpgradeContext upgrade;
   request.setUpgradeContext(&upgrade);
-  Route route = c.listener->app->route(request);
+  Route route = routeRequest(*c.listener, request);
   Response response;
   if (route.answer) {
     response = std::move(*route.answer);
@@ -604,7 +619,11 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
       c->record->transport = c;
       for (FramePtr& f : c->record->early) c->send(f);
       c->record->early.clear();
-      if (c->record->state == detail::SocketState::kClosing) c->close(1000, "");
+      if (c->record->earlyClose) {
+        c->close(c->record->earlyClose->first, c->record->earlyClose->second);
+      } else if (c->record->state == detail::SocketState::kClosing) {
+        c->close(1000, "");
+      }
       if (!c->outbox.empty() || c->closing) lws_callback_on_writable(wsi);
       return 0;
     }

@@ -58,6 +58,7 @@ class Server {
   void dropConn(lws* wsi);
   void connectionGone(lws* wsi);  // closed, whichever way: tells the socket's object once
   Request readRequest(lws* wsi, Conn& c);
+  Route routeRequest(Listener& listener, Request& request);
   int handleHttp(lws* wsi, Conn& c);
   int handleUpgrade(lws* wsi, Conn& c);
   int refuseUpgrade(lws* wsi, const Response& response);

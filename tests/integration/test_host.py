@@ -190,6 +190,15 @@ class CloseHandlingTest(HostTestCase):
         self.assertEqual(ws.close_reason, "done")
 
 
+    async def test_close_during_the_upgrade_keeps_frame_and_code(self):
+        ws = await self.host.connect("testapp", "/o/refused?refuseWith=4001")
+        self.assertEqual(await recv_json(ws), {"type": "error", "message": "refused during the upgrade"})
+        with self.assertRaises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        self.assertEqual(ws.close_code, 4001)
+        self.assertEqual(ws.close_reason, "refused")
+
+
 class TransferTest(HostTestCase):
     """ObjectState::transferWebSocket: a socket handed from one object to another."""
 
@@ -242,6 +251,22 @@ class TransferTest(HostTestCase):
         ws = await self.connect("codes")
         await ws.send(json.dumps({"cmd": "close", "code": 1005}))  # never sent on the wire
         self.assertTrue(await no_message(ws, 0.3))
+        self.assertEqual(await self.cmd(ws, cmd="count"), {"count": 1})
+        await ws.close()
+
+
+class RouterErrorTest(HostTestCase):
+    async def test_a_throwing_router_is_answered_500_and_logged(self):
+        status, _, body = self.host.http("GET", "testapp", "/throw")
+        self.assertEqual(status, 500)
+        self.assertIn(b"error", body)
+        with self.assertRaises(InvalidStatusCode) as refused:
+            await self.host.connect("testapp", "/throw")
+        self.assertEqual(refused.exception.status_code, 500)
+        self.assertIn("the router failed", self.host.stderr())
+        # The host carries on: HTTP and WebSockets still work.
+        self.assertEqual(self.host.http("GET", "testapp", "/slow")[0], 200)
+        ws = await self.connect("after-throw")
         self.assertEqual(await self.cmd(ws, cmd="count"), {"count": 1})
         await ws.close()
 

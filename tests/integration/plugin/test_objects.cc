@@ -44,6 +44,12 @@ class TestEcho final : public dohost::DurableObject {
     }
     WebSocket ws = state_.acceptWebSocket(request, tags);
     if (auto att = request.queryParam("att")) ws.serializeAttachment(*att);
+    if (auto code = request.queryParam("refuseWith")) {
+      // Accept, explain, and close during the upgrade: the client must get both.
+      ws.send(json{{"type", "error"}, {"message", "refused during the upgrade"}}.dump());
+      ws.close(std::stoi(*code), "refused");
+      return Response::webSocket(ws);
+    }
     ws.send(json{{"hello", state_.name().value_or("")}, {"tags", tags}}.dump());
     return Response::webSocket(ws);
   }
@@ -194,6 +200,7 @@ class TestApp final : public dohost::App {
       crashModes()[p.substr(6)] = request.queryParam("throw").value_or("");
       return dohost::Route::respond(Response::json(200, R"({"ok":true})"));
     }
+    if (p == "/throw") throw std::runtime_error("the router failed");
     if (p == "/slow") {
       return dohost::Route::respond(Response::json(200, R"({"ok":true})"));
     }
