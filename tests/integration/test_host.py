@@ -189,7 +189,6 @@ class CloseHandlingTest(HostTestCase):
         self.assertEqual(ws.close_code, 4000)
         self.assertEqual(ws.close_reason, "done")
 
-
     async def test_close_during_the_upgrade_keeps_frame_and_code(self):
         ws = await self.host.connect("testapp", "/o/refused?refuseWith=4001")
         self.assertEqual(await recv_json(ws), {"type": "error", "message": "refused during the upgrade"})
