@@ -362,6 +362,10 @@ std::optional<std::string> HopeFlowApp::authenticate(const Request& request,
     *error = "the token payload must include a non-empty userId string";
     return std::nullopt;
   }
+  if (!isValidIdText(it->get_ref<const std::string&>())) {
+    *error = "the token's userId must not contain NUL bytes";
+    return std::nullopt;
+  }
   return it->get<std::string>();
 }
 
@@ -419,6 +423,9 @@ Route HopeFlowApp::publish(Request& request) const {
   auto userIt = body.find("userId");
   if (userIt == body.end() || !userIt->is_string() || userIt->get<std::string>().empty()) {
     return Route::respond(jsonError(400, "userId must be a non-empty string"));
+  }
+  if (!isValidIdText(userIt->get_ref<const std::string&>())) {
+    return Route::respond(jsonError(400, "userId must not contain NUL bytes"));
   }
   if (auto it = body.find("type");
       it != body.end() && !it->is_null() && (!it->is_string() || it->get<std::string>().empty())) {

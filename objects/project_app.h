@@ -154,9 +154,7 @@ class ProjectApp : public App {
         }
         return Route::respond(jsonResponse(400, missingProjectId()));
       }
-      if (projectId->size() > kMaxProjectIdBytes) {
-        return Route::respond(jsonResponse(400, errorBody("projectId is longer than 1024 bytes")));
-      }
+      if (auto bad = badProjectId(*projectId)) return Route::respond(std::move(*bad));
       return Route::toName(className_, *projectId);
     }
     return Route::respond(jsonResponse(404, errorBody("Not found")));
@@ -175,9 +173,7 @@ class ProjectApp : public App {
     if (!projectId || projectId->empty()) {
       return Route::respond(jsonResponse(400, missingProjectId()));
     }
-    if (projectId->size() > kMaxProjectIdBytes) {
-      return Route::respond(jsonResponse(400, errorBody("projectId is longer than 1024 bytes")));
-    }
+    if (auto bad = badProjectId(*projectId)) return Route::respond(std::move(*bad));
     std::optional<std::string> type = request.queryParam("type");
     if (!type || type->empty()) {
       return Route::respond(jsonResponse(
@@ -203,6 +199,16 @@ class ProjectApp : public App {
       if (auth && auth->rfind("Bearer ", 0) == 0) token = auth->substr(7);
     }
     return token && constantTimeEquals(*token, *adminToken_);
+  }
+
+  static std::optional<Response> badProjectId(const std::string& projectId) {
+    if (projectId.size() > kMaxProjectIdBytes) {
+      return jsonResponse(400, errorBody("projectId is longer than 1024 bytes"));
+    }
+    if (!isValidIdText(projectId)) {
+      return jsonResponse(400, errorBody("projectId must be UTF-8 text without NUL bytes"));
+    }
+    return std::nullopt;
   }
 
   static Json missingProjectId() {

@@ -74,7 +74,17 @@ const NumberSetting kNumberSettings[] = {
      "the largest socket attachment"},
     {"max_request_body_bytes", {0, kGiB, true, "bytes"}, &HostOptions::maxRequestBodyBytes,
      "larger HTTP request bodies are answered 413"},
-    // lws keeps both, and their sum, in 16 bits.
+    {"max_request_line_bytes", {64, 16 << 20, true, "bytes"}, &HostOptions::maxRequestLineBytes,
+     "longer HTTP request lines are answered 414"},
+    {"max_header_bytes", {256, 64 << 20, true, "bytes"}, &HostOptions::maxHeaderBytes,
+     "larger HTTP header sections are answered 431"},
+    {"max_header_lines", {8, 100'000, true}, &HostOptions::maxHeaderLines,
+     "more HTTP header lines are answered 431"},
+    {"http_request_timeout", {1, 3600, true, "seconds"}, &HostOptions::httpRequestTimeoutSeconds,
+     "an HTTP request not received whole by then is answered 408"},
+    {"http_idle_timeout", {1, 3600, true, "seconds"}, &HostOptions::httpIdleTimeoutSeconds,
+     "a kept-alive HTTP connection idle this long is closed"},
+    // Kept within lws' old 16-bit range, which configs written for earlier versions respect.
     {"ping_interval", {0, 32767, true, "seconds"}, &HostOptions::pingIntervalSeconds,
      "seconds of silence before a socket is pinged (0: never)"},
     {"ping_timeout", {1, 32767, true, "seconds"}, &HostOptions::pingTimeoutSeconds,

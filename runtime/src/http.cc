@@ -5,6 +5,7 @@
 
 #include "dohost/errors.h"
 #include "internal.h"
+#include "utf8.h"
 
 namespace dohost {
 namespace {
@@ -69,6 +70,10 @@ std::string percentDecode(std::string_view s, bool plusIsSpace) {
     }
   }
   return out;
+}
+
+bool isValidIdText(std::string_view s) {
+  return s.find('\0') == std::string_view::npos && isValidUtf8(s);
 }
 
 Request::Request(std::string method, std::string path, std::string query, Headers headers,

@@ -2,45 +2,77 @@
 
 #include <ev.h>
 #include <libwebsockets.h>
+#include <sys/socket.h>
 
 #include <unistd.h>
 
 #include <cstring>
-#include <deque>
 
 #include "admin.h"
-#include "frame_queue.h"
 #include "dohost/log.h"
+#include "frame_queue.h"
+#include "http_parser.h"
 #include "object_slot.h"
-#include "utf8.h"
+#include "ws_protocol.h"
 
 namespace dohost {
 
-static_assert(LWS_PRE <= kFrameHeadroom, "frames need LWS_PRE bytes of headroom");
+static_assert(ws::kMaxHeaderBytes <= kFrameHeadroom, "frames need room for their header");
 
-// One connection, HTTP or WebSocket (the same wsi carries both across an upgrade).
-struct Conn final : detail::Transport {
+namespace {
+
+// Seconds a closing connection may still take: the peer's answer to our Close, or the rest of
+// a request we refused while we read and drop it (so our answer is not lost to a TCP reset).
+constexpr int kCloseWaitSeconds = 5;
+constexpr int kLingerSeconds = 2;
+// A request waiting for its object's deferred answer gets 503 after this long.
+constexpr int kDeferredAnswerSeconds = 600;
+
+}  // namespace
+
+// One client connection. libwebsockets gives us its bytes (a raw socket: TCP, or TLS it has
+// decrypted) and writes ours; the HTTP/1.1 requests on it and, after an upgrade, its WebSocket
+// are read and answered here.
+struct Conn final : detail::Transport, ws::FrameSink {
   Server* server = nullptr;
   lws* wsi = nullptr;
   Listener* listener = nullptr;
+  bool closingTcp = false;  // once what is queued is written: FIN, then read until the peer's
+  bool lingering = false;   // FIN sent: reading and dropping until the peer closes too
+  std::optional<TimePoint> closeAt;  // the sweep closes the connection then (idle, lingering)
+
   // HTTP
-  Request request;
-  std::string body;
-  bool bodyTooLarge = false;
+  std::string in;  // request bytes not yet handled
+  http::HeadReader headReader;
+  std::optional<http::RequestHead> head;  // read; its body awaited
+  std::optional<TimePoint> requestSince;  // the first byte of the request being read arrived
   std::shared_ptr<detail::PendingResponseState> pending;
-  std::optional<Response> response;  // ready to write (deferred answers)
+  std::optional<Response> response;       // a deferred answer, ready to write
+  std::optional<TimePoint> pendingSince;  // waiting for a deferred answer since
+  bool keepAlive = true;
+  bool headRequest = false;
+  bool rxStopped = false;
+
   // WebSocket
   std::shared_ptr<detail::SocketRecord> record;
   bool established = false;
+  std::unique_ptr<ws::FrameReader> reader;
   FrameQueue outbox;
   size_t queued = 0;
-  std::string rx;
-  bool rxBinary = false;
-  bool closing = false;     // we decided to close; close frame goes after the outbox drains
+  std::optional<std::string> pong;  // the payload of the last ping not answered yet
+  bool pingDue = false;
+  bool pingOutstanding = false;
+  TimePoint lastRx{};
+  TimePoint pingSentAt{};
+  bool closing = false;    // a Close goes out after the outbox drains
+  bool failing = false;    // ... and then the TCP connection closes at once
+  bool closeSent = false;
   int closeCode = 1000;
   std::string closeReason;
   bool errorReported = false;  // the object got webSocketError; no close event follows
   std::optional<CloseInfo> peerClose;
+
+  explicit Conn(const http::Limits& limits) : headReader(limits) {}
 
   SendResult send(const FramePtr& frame) override {
     if (closing) return SendResult::kClosed;
@@ -71,12 +103,19 @@ struct Conn final : detail::Transport {
 
   size_t queuedBytes() const override { return queued; }
 
-  // One frame to lws; the header goes into the frame's headroom. What the kernel does not take
-  // now lws keeps (lws_partial_buffered) and sends before anything else.
+  bool writeRaw(std::string_view bytes) {
+    auto* p = reinterpret_cast<unsigned char*>(const_cast<char*>(bytes.data()));
+    return lws_write(wsi, p, bytes.size(), LWS_WRITE_RAW) >= 0;
+  }
+
+  // One frame to lws; the header goes into the frame's headroom (the same bytes for every
+  // socket the frame goes to). What the kernel does not take now lws keeps and sends first.
   bool writeFrame(Frame& frame) {
-    auto* payload = reinterpret_cast<unsigned char*>(frame.bytes.data()) + kFrameHeadroom;
-    int n = lws_write(wsi, payload, frame.size(), frame.binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    return n >= static_cast<int>(frame.size());
+    unsigned char head[ws::kMaxHeaderBytes];
+    size_t n = ws::writeHeader(head, frame.binary ? ws::kBinary : ws::kText, frame.size());
+    char* start = frame.bytes.data() + kFrameHeadroom - n;
+    std::memcpy(start, head, n);
+    return writeRaw(std::string_view(start, n + frame.size()));
   }
 
   // A protocol or resource error: close with `code` at once and tell the object (error event).
@@ -84,6 +123,7 @@ struct Conn final : detail::Transport {
     outbox.clear();
     queued = 0;
     closing = true;
+    failing = true;
     closeCode = code;
     closeReason = reason;
     if (record) record->state = detail::SocketState::kClosing;
@@ -95,9 +135,37 @@ struct Conn final : detail::Transport {
     }
     if (established) lws_callback_on_writable(wsi);
   }
+
+  // ws::FrameSink: what the client's frames mean.
+  void onMessage(bool binary, std::string data) override {
+    if (closing || !record) return;
+    server->runtime().onMessage(record, Message{binary, std::move(data)});
+  }
+  void onPing(std::string_view payload) override {
+    pong = std::string(payload);  // only the latest ping needs its pong (RFC 6455 5.5.3)
+    lws_callback_on_writable(wsi);
+  }
+  void onPong(std::string_view) override {}
+  void onClose(int code, std::string_view reason) override {
+    peerClose = CloseInfo{code, std::string(reason), true};
+    if (closeSent) {
+      closingTcp = true;  // the closing handshake is complete
+    } else {
+      // Answer with the same code; frames not yet written are dropped (the client is leaving).
+      outbox.clear();
+      queued = 0;
+      closing = true;
+      failing = true;
+      closeCode = code;
+      closeReason.clear();
+      if (record) record->state = detail::SocketState::kClosing;
+    }
+    lws_callback_on_writable(wsi);
+  }
 };
 
-// The runtime's next deadline: a libev timer on our loop (an lws_sul when lws runs its own).
+// The runtime's next deadline and the connection sweep: a libev timer on our loop (an lws_sul
+// when lws runs its own).
 struct Server::TimerBox {
   lws_sorted_usec_list_t sul{};
   ev_timer timer{};
@@ -120,36 +188,35 @@ int trampoline(lws* wsi, lws_callback_reasons reason, void* user, void* in, size
   }
 }
 
+// rx_buffer_size 0: lws reads into its per-thread buffer (pt_serv_buf_size) and writes up to
+// that much per system call; connections own no lws buffer of their own.
 const lws_protocols kProtocols[] = {
-    {"dohost", trampoline, 0, 1024, 0, nullptr, 0},
+    {"dohost", trampoline, 0, 0, 0, nullptr, 0},
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
 
-std::string copyHeader(lws* wsi, lws_token_indexes token) {
-  int n = lws_hdr_total_length(wsi, token);
-  if (n <= 0) return {};
-  std::string s(static_cast<size_t>(n) + 1, '\0');
-  int got = lws_hdr_copy(wsi, s.data(), n + 1, token);
-  s.resize(got > 0 ? static_cast<size_t>(got) : 0);
-  return s;
+// Header values an app sets must not end the header early.
+std::string headerValue(std::string_view v) {
+  std::string out(v);
+  for (char& c : out) {
+    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+  }
+  return out;
 }
 
-const char* statusText(int status) {
-  switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+// A whole HTTP/1.1 response: status line, the response's headers, content-length, body.
+std::string formatResponse(const Response& response, bool keepAlive, bool withBody) {
+  std::string text = "HTTP/1.1 " + std::to_string(response.status()) + " " +
+                     http::reasonPhrase(response.status()) + "\r\n";
+  for (const auto& [name, value] : response.headers()) {
+    if (name == "content-length" || name == "connection" || name == "transfer-encoding") continue;
+    text += name + ": " + headerValue(value) + "\r\n";
   }
+  text += "content-length: " + std::to_string(response.body().size()) + "\r\n";
+  if (!keepAlive) text += "connection: close\r\n";
+  text += "\r\n";
+  if (withBody) text += response.body();
+  return text;
 }
 
 }  // namespace
@@ -157,6 +224,10 @@ const char* statusText(int status) {
 Server::Server(const HostOptions& options, Runtime& runtime, const Registry& registry)
     : options_(options), runtime_(runtime), registry_(registry), timer_(std::make_unique<TimerBox>()) {
   timer_->server = this;
+  limits_.maxRequestLineBytes = options_.maxRequestLineBytes;
+  limits_.maxHeaderBytes = options_.maxHeaderBytes;
+  limits_.maxHeaderLines = options_.maxHeaderLines;
+  limits_.maxBodyBytes = options_.maxRequestBodyBytes;
 }
 
 Server::~Server() {
@@ -175,7 +246,9 @@ Server::~Server() {
   // pointer to its connection and no pending answer to the server.
   std::vector<lws*> left;
   for (const auto& [wsi, c] : conns_) left.push_back(wsi);
-  for (lws* wsi : left) connectionGone(wsi);
+  for (lws* wsi : left) {
+    if (Conn* c = conn(wsi)) connectionGone(wsi, *c);
+  }
   if (loop_ != nullptr) ev_loop_destroy(static_cast<struct ev_loop*>(loop_));
 }
 
@@ -208,10 +281,6 @@ bool Server::start(std::string* error) {
     *error = "cannot create the event loop";
     return false;
   }
-  static lws_retry_bo_t retry{};
-  retry.secs_since_valid_ping = static_cast<uint16_t>(options_.pingIntervalSeconds);
-  retry.secs_since_valid_hangup =
-      static_cast<uint16_t>(options_.pingIntervalSeconds + options_.pingTimeoutSeconds);
 
   auto add = [&](std::unique_ptr<Listener> l) -> bool {
     lws_context_creation_info v{};
@@ -219,10 +288,13 @@ bool Server::start(std::string* error) {
     v.iface = l->options.host.c_str();
     v.protocols = kProtocols;
     v.vhost_name = l->appName.empty() ? "admin" : l->appName.c_str();
-    v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (options_.pingIntervalSeconds > 0) v.retry_and_idle_policy = &retry;
-    v.keepalive_timeout = 5;
-    v.timeout_secs = 30;
+    // Every accepted connection is a raw socket of our protocol (after TLS, if the listener
+    // has it): HTTP and WebSocket are read and written by this file, not by lws.
+    v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+    v.listen_accept_role = "raw-skt";
+    v.listen_accept_protocol = "dohost";
+    v.timeout_secs = 30;  // the TLS handshake
     if (!l->options.tlsCert.empty()) {
       v.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
       v.ssl_cert_filepath = l->options.tlsCert.c_str();
@@ -269,6 +341,7 @@ bool Server::start(std::string* error) {
     box->server->onTimer();
   });
   runtime_.setWakeHook([this] { armTimer(); });
+  nextSweep_ = runtime_.clock().now() + Duration(1000);
   armTimer();
   for (const auto& l : listeners_) {
     logLine(LogLevel::kInfo, "listening on " + std::string(l->options.tlsCert.empty() ? "http://" : "https://") +
@@ -280,13 +353,9 @@ bool Server::start(std::string* error) {
 
 void Server::armTimer() {
   if (context_ == nullptr) return;
-  std::optional<TimePoint> next = runtime_.timers().next();
-  if (!next) {
-    if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
-    lws_sul_cancel(&timer_->sul);
-    return;
-  }
-  int64_t deltaMs = toUnixMillis(*next) - toUnixMillis(runtime_.clock().now());
+  TimePoint next = nextSweep_;
+  if (std::optional<TimePoint> due = runtime_.timers().next(); due && *due < next) next = *due;
+  int64_t deltaMs = toUnixMillis(next) - toUnixMillis(runtime_.clock().now());
   if (loop_ != nullptr) {
     auto* loop = static_cast<struct ev_loop*>(loop_);
     ev_timer_stop(loop, &timer_->timer);
@@ -304,15 +373,69 @@ void Server::armTimer() {
 }
 
 // Called from libev or lws_sul (C): nothing may unwind out of it. Each timer is guarded in
-// TimerQueue::runDue; this catches what is left (re-arming), so the loop carries on.
+// TimerQueue::runDue; this catches what is left (the sweep, re-arming), so the loop carries on.
 void Server::onTimer() noexcept {
   try {
     runtime_.runDue();
+    TimePoint now = runtime_.clock().now();
+    if (now >= nextSweep_) {
+      nextSweep_ = now + Duration(1000);
+      sweep(now);
+    }
     armTimer();
   } catch (const std::exception& e) {
     logLine(LogLevel::kError, std::string("timer callback failed: ") + e.what());
   } catch (...) {
     logLine(LogLevel::kError, "timer callback failed: unknown exception");
+  }
+}
+
+// Once a second: keepalive pings and the hang-up of WebSockets that stopped answering, and the
+// HTTP requests that take too long (408) or whose object never answered (503).
+void Server::sweep(TimePoint now) {
+  const auto interval = Duration(int64_t{options_.pingIntervalSeconds} * 1000);
+  const auto timeout = Duration(int64_t{options_.pingTimeoutSeconds} * 1000);
+  const auto requestTimeout = Duration(int64_t{options_.httpRequestTimeoutSeconds} * 1000);
+  std::vector<lws*> late, gone;
+  for (auto& [wsi, c] : conns_) {
+    if (c->closeAt && now >= *c->closeAt) {
+      gone.push_back(wsi);
+      continue;
+    }
+    if (c->established) {
+      if (options_.pingIntervalSeconds <= 0 || c->closing) continue;
+      if (c->pingOutstanding) {
+        if (now - c->pingSentAt >= timeout) gone.push_back(wsi);  // it stopped answering
+      } else if (now - c->lastRx >= interval) {
+        c->pingDue = true;
+        c->pingOutstanding = true;
+        c->pingSentAt = now;
+        lws_callback_on_writable(wsi);
+      }
+      continue;
+    }
+    if (c->closingTcp || c->record) continue;
+    if ((c->requestSince && now - *c->requestSince >= requestTimeout) ||
+        (c->pendingSince && now - *c->pendingSince >= Duration(kDeferredAnswerSeconds * 1000))) {
+      late.push_back(wsi);
+    }
+  }
+  // lws' own timeouts (lws_set_timeout) do not fire reliably on a foreign libev loop in 4.1:
+  // the sweep closes connections itself. Closing calls back into connectionGone.
+  for (lws* wsi : gone) {
+    if (conn(wsi) != nullptr) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+  }
+  for (lws* wsi : late) {
+    Conn* c = conn(wsi);
+    if (c == nullptr) continue;
+    if (c->pending) {
+      c->pending->clientGone = true;  // a late answer finds nobody
+      c->pending.reset();
+      c->pendingSince.reset();
+      answerAndClose(*c, 503, "the object did not answer in time");
+    } else {
+      answerAndClose(*c, 408, "the request did not arrive in time");
+    }
   }
 }
 
@@ -359,7 +482,7 @@ Conn* Server::conn(lws* wsi) {
 }
 
 Conn& Server::newConn(lws* wsi) {
-  auto c = std::make_unique<Conn>();
+  auto c = std::make_unique<Conn>(limits_);
   c->server = this;
   c->wsi = wsi;
   c->listener = static_cast<Listener*>(lws_vhost_user(lws_get_vhost(wsi)));
@@ -370,95 +493,8 @@ Conn& Server::newConn(lws* wsi) {
 
 void Server::dropConn(lws* wsi) { conns_.erase(wsi); }
 
-void Server::connectionGone(lws* wsi) {
-  Conn* c = conn(wsi);
-  if (c == nullptr) return;
-  if (c->record) {
-    onClosed(wsi, *c);
-  } else {
-    if (c->pending) c->pending->clientGone = true;
-    dropConn(wsi);
-  }
-}
-
-Request Server::readRequest(lws* wsi, Conn& c) {
-  struct MethodToken {
-    lws_token_indexes token;
-    const char* name;
-  };
-  static const MethodToken kMethods[] = {
-      {WSI_TOKEN_GET_URI, "GET"},         {WSI_TOKEN_POST_URI, "POST"},
-      {WSI_TOKEN_OPTIONS_URI, "OPTIONS"}, {WSI_TOKEN_PUT_URI, "PUT"},
-      {WSI_TOKEN_PATCH_URI, "PATCH"},     {WSI_TOKEN_DELETE_URI, "DELETE"},
-      {WSI_TOKEN_HEAD_URI, "HEAD"},
-  };
-  std::string method = "GET", path = "/";
-  for (const MethodToken& m : kMethods) {
-    if (lws_hdr_total_length(wsi, m.token) > 0) {
-      method = m.name;
-      path = copyHeader(wsi, m.token);
-      break;
-    }
-  }
-  // lws hands the query over as decoded fragments; re-encode them into one query string.
-  std::string query;
-  char buf[8192];
-  for (int i = 0;; ++i) {
-    int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
-    if (n < 0) break;
-    appendQueryFragment(query, std::string_view(buf, static_cast<size_t>(n)));
-  }
-  Request::Headers headers;
-  for (int t = 0; t < WSI_TOKEN_COUNT; ++t) {
-    auto token = static_cast<lws_token_indexes>(t);
-    bool isMethod = false;
-    for (const MethodToken& m : kMethods) isMethod = isMethod || m.token == token;
-    if (isMethod || token == WSI_TOKEN_HTTP_URI_ARGS) continue;
-    if (lws_hdr_total_length(wsi, token) <= 0) continue;
-    const char* name = reinterpret_cast<const char*>(lws_token_to_string(token));
-    if (name == nullptr || name[0] == ':') continue;
-    std::string n(name);
-    if (!n.empty() && n.back() == ':') n.pop_back();
-    headers.emplace_back(n, copyHeader(wsi, token));
-  }
-  Request request(method, path, query, std::move(headers), std::move(c.body));
-  char peer[64] = {0};
-  if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) request.setRemoteAddress(peer);
-  return request;
-}
-
-int Server::writeResponse(lws* wsi, const Response& response, bool finishTransaction) {
-  std::vector<unsigned char> head(LWS_PRE + 4096 + 64 * response.headers().size());
-  unsigned char* start = head.data() + LWS_PRE;
-  unsigned char* p = start;
-  unsigned char* end = head.data() + head.size() - 1;
-  std::string contentType = response.header("content-type").value_or("text/plain");
-  if (lws_add_http_common_headers(wsi, static_cast<unsigned>(response.status()),
-                                  contentType.c_str(), response.body().size(), &p, end)) {
-    return -1;
-  }
-  for (const auto& [name, value] : response.headers()) {
-    if (name == "content-type") continue;
-    std::string n = name + ":";
-    if (lws_add_http_header_by_name(wsi, reinterpret_cast<const unsigned char*>(n.c_str()),
-                                    reinterpret_cast<const unsigned char*>(value.data()),
-                                    static_cast<int>(value.size()), &p, end)) {
-      return -1;
-    }
-  }
-  if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
-  if (!response.body().empty()) {
-    std::string body(LWS_PRE, '\0');
-    body += response.body();
-    auto* data = reinterpret_cast<unsigned char*>(body.data()) + LWS_PRE;
-    if (lws_write(wsi, data, response.body().size(), LWS_WRITE_HTTP_FINAL) <
-        static_cast<int>(response.body().size())) {
-      return -1;
-    }
-  }
-  if (finishTransaction && lws_http_transaction_completed(wsi)) return -1;
-  return 0;
-}
+// ---------------------------------------------------------------------------------------------
+// HTTP
 
 // The app's router, which is the app's own code: what it throws is answered 500 and logged,
 // and the connection and the host carry on.
@@ -475,17 +511,99 @@ Route Server::routeRequest(Listener& listener, Request& request) {
   return Route::respond(Response::json(500, R"({"error":"internal error in the router"})"));
 }
 
-int Server::handleHttp(lws* wsi, Conn& c) {
-  if (c.bodyTooLarge) {
-    return writeResponse(wsi, Response::json(413, R"({"error":"request body too large"})"), true);
+// Writes an answer to the request just read; a connection that does not stay open closes
+// once it is out.
+void Server::writeHttpResponse(Conn& c, const Response& response) {
+  if (!c.writeRaw(formatResponse(response, c.keepAlive, !c.headRequest))) {
+    c.closingTcp = true;
+  } else if (!c.keepAlive) {
+    c.closingTcp = true;
   }
-  Request request = readRequest(wsi, c);
+  if (c.closingTcp) lws_callback_on_writable(c.wsi);
+}
+
+// A request the server refuses before any app sees it: the answer, then the connection closes
+// (the rest of what the client sends is read and dropped for a moment, so the answer is not
+// lost to a reset).
+void Server::answerAndClose(Conn& c, int status, std::string_view message) {
+  c.keepAlive = false;
+  c.head.reset();
+  c.requestSince.reset();
+  c.in.clear();
+  Response r = Response::json(status, jsonError(message));
+  if (status == 426) r.setHeader("sec-websocket-version", "13");
+  writeHttpResponse(c, r);
+}
+
+// Handles what the buffer holds: request heads, bodies, and the next pipelined request, until
+// it needs more bytes or an answer is outstanding.
+void Server::processHttp(Conn& c) {
+  while (!c.closingTcp && !c.established && !c.pending && !c.response) {
+    if (lws_partial_buffered(c.wsi)) return;  // answers wait until the last one is out
+    if (!c.head) {
+      if (c.in.empty()) {
+        c.requestSince.reset();
+        break;
+      }
+      if (!c.requestSince) c.requestSince = runtime_.clock().now();
+      http::RequestHead head;
+      http::Outcome o = c.headReader.read(c.in, &head);
+      if (o.kind == http::Outcome::kIncomplete) break;
+      if (o.kind == http::Outcome::kError) {
+        logLine(LogLevel::kDebug, "refused a request: " + std::to_string(o.status) + " " + o.message);
+        answerAndClose(c, o.status, o.message);
+        return;
+      }
+      c.in.erase(0, o.headBytes);
+      c.headReader.reset();
+      c.keepAlive = head.keepAlive;
+      c.headRequest = head.method == "HEAD";
+      if (head.webSocketUpgrade) {
+        handleUpgrade(c, head);
+        return;
+      }
+      if (head.expectContinue && c.in.size() < head.contentLength) {
+        c.writeRaw("HTTP/1.1 100 Continue\r\n\r\n");
+      }
+      c.head = std::move(head);
+    }
+    if (c.in.size() < c.head->contentLength) break;
+    auto length = static_cast<size_t>(c.head->contentLength);
+    std::string body = c.in.substr(0, length);
+    c.in.erase(0, length);
+    http::RequestHead head = std::move(*c.head);
+    c.head.reset();
+    c.requestSince.reset();
+    handleHttp(c, head, std::move(body));
+  }
+  // Between requests, an idle connection is closed after a while.
+  if (!c.closingTcp && !c.established && c.in.empty() && !c.head && !c.pending && !c.response) {
+    c.closeAt = runtime_.clock().now() + Duration(int64_t{options_.httpIdleTimeoutSeconds} * 1000);
+  }
+  // Do not read without bound while an answer is outstanding (a pipelining client).
+  bool full = c.in.size() > limits_.maxRequestLineBytes + limits_.maxHeaderBytes + limits_.maxBodyBytes;
+  if (full != c.rxStopped) {
+    c.rxStopped = full;
+    lws_rx_flow_control(c.wsi, full ? 0 : 1);
+  }
+}
+
+Request Server::makeRequest(lws* wsi, http::RequestHead& head, std::string body) {
+  Request request(std::move(head.method), std::move(head.path), std::move(head.query),
+                  std::move(head.headers), std::move(body));
+  char peer[64] = {0};
+  if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) request.setRemoteAddress(peer);
+  return request;
+}
+
+void Server::handleHttp(Conn& c, http::RequestHead& head, std::string body) {
+  Request request = makeRequest(c.wsi, head, std::move(body));
   Response response;
   if (c.listener->app == nullptr) {
     response = handleAdmin(runtime_, options_, request);
   } else {
     c.pending = std::make_shared<detail::PendingResponseState>();
-    lws* w = wsi;
+    lws* w = c.wsi;
     Server* self = this;
     std::weak_ptr<detail::PendingResponseState> weak = c.pending;
     c.pending->deliver = [self, w, weak](Response r) {
@@ -509,38 +627,31 @@ int Server::handleHttp(lws* wsi, Conn& c) {
       }
     }
     if (response.isDeferred()) {
-      lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, 600);
-      return 0;  // answered later through c.pending
+      c.pendingSince = runtime_.clock().now();
+      return;  // answered later through c.pending
     }
     c.pending->answered = true;
+    c.pending.reset();
   }
-  return writeResponse(wsi, response, true);
+  writeHttpResponse(c, response);
 }
 
-// Refuses an upgrade with `response`. During LWS_CALLBACK_HTTP_CONFIRM_UPGRADE lws has not
-// settled the HTTP version yet (its helpers would write "HTTP/1.0"), so the answer is written
-// whole: status line, headers and body in one buffer.
-int Server::refuseUpgrade(lws* wsi, const Response& response) {
-  std::string text = "HTTP/1.1 " + std::to_string(response.status()) + " " +
-                     statusText(response.status()) + "\r\n";
-  for (const auto& [name, value] : response.headers()) text += name + ": " + value + "\r\n";
-  text += "content-length: " + std::to_string(response.body().size()) + "\r\n";
-  text += "connection: close\r\n\r\n";
-  text += response.body();
-  std::string buf(LWS_PRE, '\0');
-  buf += text;
-  auto* data = reinterpret_cast<unsigned char*>(buf.data()) + LWS_PRE;
-  if (lws_write(wsi, data, text.size(), LWS_WRITE_HTTP_HEADERS) < static_cast<int>(text.size())) {
-    return -1;
+// An upgrade request: the app's router and the object decide; 101 makes the connection a
+// WebSocket, anything else is an HTTP answer and the connection closes.
+void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
+  c.keepAlive = false;
+  std::string accept;
+  if (head.method != "GET" || head.minorVersion != 1) {
+    return answerAndClose(c, 400, "a WebSocket upgrade is a GET over HTTP/1.1");
   }
-  return 1;
-}
+  if (head.header("sec-websocket-version").value_or("") != "13") {
+    return answerAndClose(c, 426, "only WebSocket version 13 is served");
+  }
+  accept = ws::acceptKey(head.header("sec-websocket-key").value_or(""));
+  if (accept.empty()) return answerAndClose(c, 400, "Sec-WebSocket-Key must be the base64 of 16 bytes");
+  if (c.listener->app == nullptr) return answerAndClose(c, 400, "the admin API has no WebSockets");
 
-int Server::handleUpgrade(lws* wsi, Conn& c) {
-  Request request = readRequest(wsi, c);
-  if (c.listener->app == nullptr) {
-    return refuseUpgrade(wsi, Response::json(400, R"({"error":"the admin API has no WebSockets"})"));
-  }
+  Request request = makeRequest(c.wsi, head, {});
   detail::UpgradeContext upgrade;
   request.setUpgradeContext(&upgrade);
   Route route = routeRequest(*c.listener, request);
@@ -555,156 +666,160 @@ int Server::handleUpgrade(lws* wsi, Conn& c) {
       response = runtime_.fetch(**slot, request);
     }
   }
-  if (response.status() == 101 && upgrade.accepted) {
-    c.record = upgrade.accepted;
-    return 0;  // lws completes the handshake; LWS_CALLBACK_ESTABLISHED follows
+  if (response.status() != 101 || !upgrade.accepted) {
+    if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
+    c.in.clear();
+    writeHttpResponse(c, response);
+    return;
   }
-  if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
-  return refuseUpgrade(wsi, response);
+  c.writeRaw("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+             "sec-websocket-accept: " + accept + "\r\n\r\n");
+  c.record = upgrade.accepted;
+  c.requestSince.reset();
+  c.established = true;
+  c.lastRx = runtime_.clock().now();
+  c.reader = std::make_unique<ws::FrameReader>(options_.maxMessageBytes);
+  c.record->transport = &c;
+  for (FramePtr& f : c.record->early) c.send(f);
+  c.record->early.clear();
+  if (c.record->earlyClose) {
+    c.close(c.record->earlyClose->first, c.record->earlyClose->second);
+  } else if (c.record->state == detail::SocketState::kClosing) {
+    c.close(1000, "");
+  }
+  if (!c.outbox.empty() || c.closing) lws_callback_on_writable(c.wsi);
+  // Frames the client sent right behind its handshake.
+  std::string rest = std::move(c.in);
+  c.in = std::string();
+  if (!rest.empty()) onWebSocketBytes(c, rest);
 }
 
-int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
-  switch (reason) {
-    case LWS_CALLBACK_HTTP: {
-      Conn& c = newConn(wsi);
-      if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
-          lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
-          lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0) {
-        if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-            copyHeader(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) != "0") {
-          return 0;  // the body follows: LWS_CALLBACK_HTTP_BODY / _COMPLETION
-        }
-      }
-      return handleHttp(wsi, c);
-    }
-    case LWS_CALLBACK_HTTP_BODY: {
-      Conn* c = conn(wsi);
-      if (c == nullptr) return -1;
-      if (c->body.size() + len > options_.maxRequestBodyBytes) {
-        c->bodyTooLarge = true;
-      } else {
-        c->body.append(static_cast<const char*>(in), len);
-      }
-      return 0;
-    }
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
-      Conn* c = conn(wsi);
-      return c ? handleHttp(wsi, *c) : -1;
-    }
-    case LWS_CALLBACK_HTTP_WRITEABLE: {
-      Conn* c = conn(wsi);
-      if (c == nullptr || !c->response) return 0;
-      Response r = std::move(*c->response);
-      c->response.reset();
-      c->pending.reset();
-      return writeResponse(wsi, r, true);
-    }
-    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-    case LWS_CALLBACK_CLOSED_HTTP: {
-      Conn* c = conn(wsi);
-      if (c && !c->record) {
-        if (c->pending) c->pending->clientGone = true;
-        dropConn(wsi);
-      }
-      return 0;
-    }
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
-      if (in == nullptr || std::strcmp(static_cast<const char*>(in), "websocket") != 0) return -1;
-      return handleUpgrade(wsi, newConn(wsi));  // never reuse state of an earlier request
-    }
-    case LWS_CALLBACK_ESTABLISHED: {
-      Conn* c = conn(wsi);
-      if (c == nullptr || !c->record) return -1;
-      c->established = true;
-      c->record->transport = c;
-      for (FramePtr& f : c->record->early) c->send(f);
-      c->record->early.clear();
-      if (c->record->earlyClose) {
-        c->close(c->record->earlyClose->first, c->record->earlyClose->second);
-      } else if (c->record->state == detail::SocketState::kClosing) {
-        c->close(1000, "");
-      }
-      if (!c->outbox.empty() || c->closing) lws_callback_on_writable(wsi);
-      return 0;
-    }
-    case LWS_CALLBACK_RECEIVE: {
-      Conn* c = conn(wsi);
-      return c ? onReceive(wsi, *c, static_cast<const char*>(in), len) : -1;
-    }
-    case LWS_CALLBACK_SERVER_WRITEABLE: {
-      Conn* c = conn(wsi);
-      return c ? onWritable(wsi, *c) : -1;
-    }
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
-      Conn* c = conn(wsi);
-      if (c == nullptr) return 0;
-      CloseInfo info{1005, "", true};
-      auto* b = static_cast<const unsigned char*>(in);
-      if (len >= 2) {
-        info.code = (b[0] << 8) | b[1];
-        info.reason.assign(reinterpret_cast<const char*>(b) + 2, len - 2);
-      }
-      c->peerClose = info;
-      return 0;  // lws answers the Close
-    }
-    case LWS_CALLBACK_CLOSED: {
-      Conn* c = conn(wsi);
-      if (c) onClosed(wsi, *c);
-      return 0;
-    }
-    case LWS_CALLBACK_WSI_DESTROY:
-      connectionGone(wsi);  // the last word on a connection, whatever path closed it
-      return 0;
-    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-      return 0;
-    default:
-      return INT32_MIN;  // not ours: lws' default HTTP handling
-  }
+// ---------------------------------------------------------------------------------------------
+// WebSocket
+
+void Server::onWebSocketBytes(Conn& c, std::string_view data) {
+  c.lastRx = runtime_.clock().now();
+  c.pingOutstanding = false;
+  if (c.reader->failed() || (c.closing && c.failing)) return;  // failing: drop the rest
+  if (!c.reader->feed(data, c)) c.fail(c.reader->errorCode(), c.reader->errorReason());
 }
 
-int Server::onReceive(lws* wsi, Conn& c, const char* data, size_t len) {
-  if (c.closing) return 0;
-  if (lws_is_first_fragment(wsi)) {
-    c.rx.clear();
-    c.rxBinary = lws_frame_is_binary(wsi);
-  }
-  if (c.rx.size() + len > options_.maxMessageBytes) {
-    c.fail(1009, "message too big: the limit is " + std::to_string(options_.maxMessageBytes) + " bytes");
-    c.rx.clear();
-    c.rx.shrink_to_fit();
+// Returns -1 when the connection is to be closed now.
+int Server::onWritable(Conn& c) {
+  if (!c.established) {
+    if (c.response) {  // a deferred answer arrived
+      Response r = std::move(*c.response);
+      c.response.reset();
+      c.pending.reset();
+      c.pendingSince.reset();
+      writeHttpResponse(c, r);
+    }
+    if (c.closingTcp) return finishTcp(c);
+    processHttp(c);
     return 0;
   }
-  c.rx.append(data, len);
-  if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0) return 0;
-  Message message{c.rxBinary, std::move(c.rx)};
-  c.rx = std::string();
-  if (!message.binary && !isValidUtf8(message.data)) {
-    c.fail(1007, "text frame is not valid UTF-8");
-    return 0;
+  if (c.closeSent) return c.closingTcp ? finishTcp(c) : 0;
+  if (c.pong) {
+    if (!c.writeRaw(ws::controlFrame(ws::kPong, *c.pong))) return -1;
+    c.pong.reset();
   }
-  runtime_.onMessage(c.record, std::move(message));
-  return 0;
-}
-
-int Server::onWritable(lws* wsi, Conn& c) {
+  if (c.pingDue && !c.closing) {
+    if (!c.writeRaw(ws::controlFrame(ws::kPing, ""))) return -1;
+    c.pingDue = false;
+  }
   // Several frames per callback while the kernel takes them; the rest on the next one.
   // lws_partial_buffered says, without a system call, that the kernel stopped taking bytes.
-  for (int i = 0; i < 64 && !c.outbox.empty() && !lws_partial_buffered(wsi); ++i) {
+  for (int i = 0; i < 64 && !c.outbox.empty() && !lws_partial_buffered(c.wsi); ++i) {
     FramePtr frame = std::move(c.outbox.front());
     c.outbox.pop_front();
     c.queued -= frame->size();
     if (!c.writeFrame(*frame)) return -1;
   }
   if (!c.outbox.empty()) {
-    lws_callback_on_writable(wsi);
+    lws_callback_on_writable(c.wsi);
     return 0;
   }
-  if (c.closing) {
-    lws_close_reason(wsi, static_cast<lws_close_status>(c.closeCode),
-                     reinterpret_cast<unsigned char*>(c.closeReason.data()), c.closeReason.size());
-    return -1;
+  if (!c.closing || lws_partial_buffered(c.wsi)) {
+    if (c.closing) lws_callback_on_writable(c.wsi);
+    return 0;
   }
+  // Codes that never go on the wire (1005, 1006, 1015) leave the Close without a payload.
+  int code = ws::isValidCloseCode(c.closeCode) ? c.closeCode : ws::kNoStatusCode;
+  if (!c.writeRaw(ws::controlFrame(ws::kClose, ws::closePayload(code, c.closeReason)))) return -1;
+  c.closeSent = true;
+  if (c.failing || c.peerClose) {
+    c.closingTcp = true;  // the server closes the TCP connection first (RFC 6455 7.1.1)
+    return finishTcp(c);
+  }
+  c.closeAt = runtime_.clock().now() + Duration(kCloseWaitSeconds * 1000);  // for the client's Close
   return 0;
+}
+
+// Ends a connection whose last bytes are queued: once lws has written them, FIN; then what the
+// client still sends is read and dropped until it closes too, or for a moment.
+int Server::finishTcp(Conn& c) {
+  if (lws_partial_buffered(c.wsi)) {
+    lws_callback_on_writable(c.wsi);
+    return 0;
+  }
+  if (c.lingering) return 0;
+  c.lingering = true;
+  if (lws_is_ssl(c.wsi)) return -1;  // TLS records cannot be half closed here: close now
+  shutdown(lws_get_socket_fd(c.wsi), SHUT_WR);
+  if (c.rxStopped) lws_rx_flow_control(c.wsi, 1);
+  c.closeAt = runtime_.clock().now() + Duration(kLingerSeconds * 1000);
+  return 0;
+}
+
+int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
+  switch (reason) {
+    case LWS_CALLBACK_RAW_ADOPT:
+      // A connection that sends nothing is closed like an idle kept-alive one.
+      newConn(wsi).closeAt =
+          runtime_.clock().now() + Duration(int64_t{options_.httpIdleTimeoutSeconds} * 1000);
+      return 0;
+    case LWS_CALLBACK_RAW_RX: {
+      Conn* c = conn(wsi);
+      if (c == nullptr) return -1;
+      std::string_view data(static_cast<const char*>(in), len);
+      if (c->lingering) return 0;
+      if (c->established) {
+        onWebSocketBytes(*c, data);
+        return 0;
+      }
+      if (c->closingTcp) return 0;
+      c->closeAt.reset();  // a request is coming: timed by requestSince from here on
+      c->in.append(data);
+      processHttp(*c);
+      return 0;
+    }
+    case LWS_CALLBACK_RAW_WRITEABLE: {
+      Conn* c = conn(wsi);
+      return c ? onWritable(*c) : -1;
+    }
+    case LWS_CALLBACK_RAW_CLOSE: {
+      if (Conn* c = conn(wsi)) connectionGone(wsi, *c);
+      return 0;
+    }
+    case LWS_CALLBACK_WSI_DESTROY: {
+      // The last word on a connection, whatever path closed it.
+      if (Conn* c = conn(wsi)) connectionGone(wsi, *c);
+      return 0;
+    }
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      return 0;
+    default:
+      return INT32_MIN;  // not ours: lws' default handling
+  }
+}
+
+void Server::connectionGone(lws* wsi, Conn& c) {
+  if (c.record) {
+    onClosed(wsi, c);
+    return;
+  }
+  if (c.pending) c.pending->clientGone = true;
+  dropConn(wsi);
 }
 
 void Server::onClosed(lws* wsi, Conn& c) {

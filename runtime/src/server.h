@@ -1,7 +1,9 @@
 // Server: the one libwebsockets context and event loop of the host. The only code that
-// includes <libwebsockets.h>. One vhost (listener) per app plus the admin vhost; HTTP requests
-// go through the app's router to objects; accepted WebSockets become Transports under the
-// runtime's SocketRecords; the runtime's timers are driven by one lws_sul.
+// includes <libwebsockets.h>. One vhost (listener) per app plus the admin vhost. lws accepts
+// connections (and does TLS); their bytes are ours: HTTP/1.1 requests (http_parser.h) go
+// through the app's router to objects, upgrades become WebSockets (ws_protocol.h) whose
+// connections are Transports under the runtime's SocketRecords. One timer drives the runtime's
+// deadlines and a once-a-second sweep (keepalive pings, slow requests).
 //
 // Thread: everything runs on the loop thread; requestStop() may be called from any thread.
 #pragma once
@@ -15,6 +17,7 @@
 
 #include "dohost/host.h"
 #include "dohost/registry.h"
+#include "http_parser.h"
 #include "runtime.h"
 
 struct lws;
@@ -56,22 +59,27 @@ class Server {
   Conn* conn(lws* wsi);
   Conn& newConn(lws* wsi);
   void dropConn(lws* wsi);
-  void connectionGone(lws* wsi);  // closed, whichever way: tells the socket's object once
-  Request readRequest(lws* wsi, Conn& c);
+  void connectionGone(lws* wsi, Conn& c);  // closed, whichever way: tells the socket's object once
   Route routeRequest(Listener& listener, Request& request);
-  int handleHttp(lws* wsi, Conn& c);
-  int handleUpgrade(lws* wsi, Conn& c);
-  int refuseUpgrade(lws* wsi, const Response& response);
-  int writeResponse(lws* wsi, const Response& response, bool finishTransaction);
-  int onReceive(lws* wsi, Conn& c, const char* data, size_t len);
-  int onWritable(lws* wsi, Conn& c);
+  static Request makeRequest(lws* wsi, http::RequestHead& head, std::string body);
+  void processHttp(Conn& c);
+  void handleHttp(Conn& c, http::RequestHead& head, std::string body);
+  void handleUpgrade(Conn& c, http::RequestHead& head);
+  void writeHttpResponse(Conn& c, const Response& response);
+  void answerAndClose(Conn& c, int status, std::string_view message);
+  void onWebSocketBytes(Conn& c, std::string_view data);
+  int onWritable(Conn& c);
+  int finishTcp(Conn& c);
   void onClosed(lws* wsi, Conn& c);
+  void sweep(TimePoint now);
   void beginShutdown();
   bool serviceOnce(bool wait);
 
   const HostOptions& options_;
   Runtime& runtime_;
   const Registry& registry_;
+  http::Limits limits_;
+  TimePoint nextSweep_{};
   lws_context* context_ = nullptr;
   void* loop_ = nullptr;  // the libev (epoll) loop lws runs on
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -1,46 +1,70 @@
-// UTF-8 validation for inbound text frames (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+// UTF-8 validation for inbound text (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+// Utf8Validator checks a text that arrives in pieces (WebSocket fragments) and fails at the
+// first byte that cannot be part of valid UTF-8, so a bad message is refused as soon as it is
+// known to be bad, not when its last fragment arrives.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace dohost {
 
-inline bool isValidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const unsigned char* end = p + s.size();
-  while (p < end) {
-    unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
-      continue;
+class Utf8Validator {
+ public:
+  // False at the first invalid byte (and from then on).
+  bool feed(std::string_view bytes) {
+    if (failed_) return false;
+    for (unsigned char c : bytes) {
+      if (need_ == 0) {
+        if (c < 0x80) continue;
+        if (c >= 0xC2 && c <= 0xDF) {
+          start(1, 0x80, 0xBF);
+        } else if (c == 0xE0) {
+          start(2, 0xA0, 0xBF);  // no overlong three-byte forms
+        } else if (c == 0xED) {
+          start(2, 0x80, 0x9F);  // no surrogates (U+D800..U+DFFF)
+        } else if (c >= 0xE1 && c <= 0xEF) {
+          start(2, 0x80, 0xBF);
+        } else if (c == 0xF0) {
+          start(3, 0x90, 0xBF);  // no overlong four-byte forms
+        } else if (c >= 0xF1 && c <= 0xF3) {
+          start(3, 0x80, 0xBF);
+        } else if (c == 0xF4) {
+          start(3, 0x80, 0x8F);  // nothing above U+10FFFF
+        } else {
+          return fail();
+        }
+        continue;
+      }
+      if (c < lo_ || c > hi_) return fail();
+      lo_ = 0x80;
+      hi_ = 0xBF;
+      --need_;
     }
-    int n;
-    unsigned int cp;
-    if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-      if (c < 0xC2) return false;  // overlong
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0 && c <= 0xF4) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (end - p <= n) return false;
-    for (int i = 1; i <= n; ++i) {
-      if ((p[i] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    p += n + 1;
+    return true;
   }
-  return true;
+  // True when everything fed so far is valid and ends on a whole character.
+  bool complete() const { return !failed_ && need_ == 0; }
+  void reset() { *this = Utf8Validator(); }
+
+ private:
+  void start(int need, unsigned char lo, unsigned char hi) {
+    need_ = need;
+    lo_ = lo;
+    hi_ = hi;
+  }
+  bool fail() {
+    failed_ = true;
+    return false;
+  }
+  int need_ = 0;  // continuation bytes still expected
+  unsigned char lo_ = 0x80, hi_ = 0xBF;  // the range allowed for the next one
+  bool failed_ = false;
+};
+
+inline bool isValidUtf8(std::string_view s) {
+  Utf8Validator v;
+  return v.feed(s) && v.complete();
 }
 
 }  // namespace dohost

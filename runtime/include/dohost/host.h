@@ -41,6 +41,11 @@ struct HostOptions {
   size_t maxSocketsPerObject = 32768;                // Cloudflare's limit; more: 503
   size_t maxAttachmentBytes = 16 * 1024;             // Cloudflare's limit
   size_t maxRequestBodyBytes = 1 << 20;              // larger HTTP bodies: 413
+  size_t maxRequestLineBytes = 8 * 1024;             // longer request lines: 414
+  size_t maxHeaderBytes = 32 * 1024;                 // larger header sections: 431
+  size_t maxHeaderLines = 100;                       // more header lines: 431
+  int httpRequestTimeoutSeconds = 30;                // a request not in by then: 408
+  int httpIdleTimeoutSeconds = 5;                    // an idle kept-alive connection closes
   int pingIntervalSeconds = 30;                      // ping an idle socket after this long
   int pingTimeoutSeconds = 30;                       // then hang up if nothing came back
   double alarmRetryBaseSeconds = 2;                  // Cloudflare: 2 s doubling, 6 retries

@@ -121,4 +121,8 @@ class Response {
 // Decodes %XX and '+' (in query strings) into bytes.
 std::string percentDecode(std::string_view s, bool plusIsSpace);
 
+// True for well-formed UTF-8 (RFC 3629) with no NUL byte: what an id or name taken from a
+// request (query, path, token, JSON body) must be before it names an object.
+bool isValidIdText(std::string_view s);
+
 }  // namespace dohost
