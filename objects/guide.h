@@ -32,8 +32,7 @@ class ChatRoom final : public GuideRoom {
 
  private:
   void joined(WebSocket& ws, Member& member) override;
-  bool handle(WebSocket& ws, Member& member, const std::string& type,
-              const json& message) override;
+  bool handle(WebSocket& ws, Member& member, const std::string& type, const json& message) override;
   void left(const WebSocket& ws, const Member& member) override;
 
   void post(WebSocket& ws, Member& member, const json& data);
@@ -59,8 +58,7 @@ class AnalyticsRoom final : public GuideRoom {
 
  private:
   Response request(Request& request) override;
-  bool handle(WebSocket& ws, Member& member, const std::string& type,
-              const json& message) override;
+  bool handle(WebSocket& ws, Member& member, const std::string& type, const json& message) override;
   std::vector<std::string> groupsOf(const Member& member) const override;
 
   void subscribe(WebSocket& ws, Member& member, const json& data, bool add);
@@ -86,8 +84,7 @@ class CollaborationRoom final : public GuideRoom {
     int64_t oldestVersion = 0;  // edits against older versions can no longer be transformed
   };
 
-  bool handle(WebSocket& ws, Member& member, const std::string& type,
-              const json& message) override;
+  bool handle(WebSocket& ws, Member& member, const std::string& type, const json& message) override;
   void left(const WebSocket& ws, const Member& member) override;
   std::vector<std::string> groupsOf(const Member& member) const override;
 

@@ -59,22 +59,25 @@ void AnalyticsRoom::subscribe(WebSocket& ws, Member& member, const json& data, b
   auto list = data.find("metrics");
   if (list == data.end() || list->is_null()) {
     if (add) {
-      sendError(ws, "Invalid subscribe: metrics must be an array of metric names", json{{"type", type}});
+      sendError(ws, "Invalid subscribe: metrics must be an array of metric names",
+                json{{"type", type}});
       return;
     }
     named = current;  // unsubscribe without a list: from everything
   } else {
     if (!list->is_array() || list->empty() ||
         static_cast<int64_t>(list->size()) > settings_->maxMetricsPerSocket) {
-      sendError(ws, std::string("Invalid ") + type + ": metrics must be an array of 1 to " +
-                        std::to_string(settings_->maxMetricsPerSocket) + " metric names",
+      sendError(ws,
+                std::string("Invalid ") + type + ": metrics must be an array of 1 to " +
+                    std::to_string(settings_->maxMetricsPerSocket) + " metric names",
                 json{{"type", type}});
       return;
     }
     for (const json& m : *list) {
       if (!m.is_string() || !validMetricName(m.get_ref<const std::string&>())) {
-        sendError(ws, std::string("Invalid ") + type +
-                          ": a metric name has 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+        sendError(ws,
+                  std::string("Invalid ") + type +
+                      ": a metric name has 1 to 64 characters of A-Z a-z 0-9 . _ : -",
                   json{{"type", type}});
         return;
       }
@@ -95,8 +98,9 @@ void AnalyticsRoom::subscribe(WebSocket& ws, Member& member, const json& data, b
     }
   }
   if (static_cast<int64_t>(next.size()) > settings_->maxMetricsPerSocket) {
-    sendError(ws, "Too many metrics: at most " + std::to_string(settings_->maxMetricsPerSocket) +
-                      " per connection",
+    sendError(ws,
+              "Too many metrics: at most " + std::to_string(settings_->maxMetricsPerSocket) +
+                  " per connection",
               json{{"type", type}});
     return;
   }
@@ -112,9 +116,10 @@ void AnalyticsRoom::subscribe(WebSocket& ws, Member& member, const json& data, b
   for (const std::string& m : named) {
     if (!add) break;
     if (auto last = lastValue(m)) {
-      send(ws, "metric_update", json{{"metric", m},
-                                     {"value", last->first},
-                                     {"timestamp", isoTime(fromUnixMillis(last->second))}});
+      send(ws, "metric_update",
+           json{{"metric", m},
+                {"value", last->first},
+                {"timestamp", isoTime(fromUnixMillis(last->second))}});
     }
   }
 }
@@ -140,10 +145,10 @@ size_t AnalyticsRoom::publish(const std::string& metric, const json& value) {
   if (to.empty()) return 0;
   BroadcastOptions options;
   options.only = &to;
-  return state_.broadcast(
-      frame("metric_update",
-            json{{"metric", metric}, {"value", value}, {"timestamp", isoTime(fromUnixMillis(now))}}),
-      options);
+  return state_.broadcast(frame("metric_update", json{{"metric", metric},
+                                                      {"value", value},
+                                                      {"timestamp", isoTime(fromUnixMillis(now))}}),
+                          options);
 }
 
 Response AnalyticsRoom::request(Request& request) {
@@ -175,9 +180,8 @@ Response AnalyticsRoom::request(Request& request) {
     return r;
   }
   size_t delivered = publish(metric, *value);
-  return Response::json(202, dump(json{{"contextId", contextId()},
-                                       {"metric", metric},
-                                       {"delivered", delivered}}));
+  return Response::json(
+      202, dump(json{{"contextId", contextId()}, {"metric", metric}, {"delivered", delivered}}));
 }
 
 }  // namespace dohost::objects::guide

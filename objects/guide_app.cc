@@ -88,8 +88,8 @@ Route GuideApp::upgrade(Request& request, const char* roomClass, const char* ser
   }
   std::optional<std::string> contextId = request.queryParam("contextId");
   if (contextId && !validId(*contextId)) {
-    return Route::respond(jsonError(
-        400, "a contextId has 1 to 128 characters: letters, digits and . _ : @ ~ -"));
+    return Route::respond(
+        jsonError(400, "a contextId has 1 to 128 characters: letters, digits and . _ : @ ~ -"));
   }
   std::optional<std::string> token = request.bearerToken();
   if (!token) {
@@ -125,8 +125,8 @@ Route GuideApp::postMetric(Request& request) {
   if (!body) return Route::respond(jsonError(400, "the body must be a JSON object"));
   std::string contextId = stringField(*body, "contextId");
   if (!validId(contextId)) {
-    return Route::respond(jsonError(
-        400, "contextId must be 1 to 128 characters: letters, digits and . _ : @ ~ -"));
+    return Route::respond(
+        jsonError(400, "contextId must be 1 to 128 characters: letters, digits and . _ : @ ~ -"));
   }
   std::string metric = stringField(*body, "metric");
   if (!validMetricName(metric)) {
@@ -154,12 +154,15 @@ void registerGuide(Registry& registry) {
   // Written by the app when the host creates it (before any object runs), read by objects.
   auto shared = std::make_shared<Settings>();
   SharedSettings view = shared;
-  registry.addClass(kChatRoomClass, [view](ObjectState& s) { return std::make_unique<ChatRoom>(s, view); });
+  registry.addClass(kChatRoomClass,
+                    [view](ObjectState& s) { return std::make_unique<ChatRoom>(s, view); });
   registry.addClass(kAnalyticsRoomClass,
                     [view](ObjectState& s) { return std::make_unique<AnalyticsRoom>(s, view); });
-  registry.addClass(kCollaborationRoomClass,
-                    [view](ObjectState& s) { return std::make_unique<CollaborationRoom>(s, view); });
-  registry.addClass(kLobbyClass, [view](ObjectState& s) { return std::make_unique<GuideLobby>(s, view); });
+  registry.addClass(kCollaborationRoomClass, [view](ObjectState& s) {
+    return std::make_unique<CollaborationRoom>(s, view);
+  });
+  registry.addClass(kLobbyClass,
+                    [view](ObjectState& s) { return std::make_unique<GuideLobby>(s, view); });
   registry.addApp({"guide", "127.0.0.1:8791", [shared](const AppSettings& settings) {
                      return std::make_unique<GuideApp>(settings, shared);
                    }});

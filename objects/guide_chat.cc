@@ -44,8 +44,11 @@ ChatRoom::ChatRoom(ObjectState& state, SharedSettings settings)
 void ChatRoom::ensureSchema() {
   if (schemaReady_) return;
   state_.storage().sql().exec(kSchema);
-  lastTimestamp_ =
-      state_.storage().sql().exec("SELECT coalesce(max(timestamp), 0) FROM chat_messages").one().integer(0);
+  lastTimestamp_ = state_.storage()
+                       .sql()
+                       .exec("SELECT coalesce(max(timestamp), 0) FROM chat_messages")
+                       .one()
+                       .integer(0);
   schemaReady_ = true;
 }
 
@@ -97,20 +100,19 @@ void ChatRoom::post(WebSocket& ws, Member& member, const json& data) {
     sendError(ws, "Invalid message: content must be a non-empty string", json{{"type", "message"}});
     return;
   }
-  if (static_cast<int64_t>(content->get_ref<const std::string&>().size()) > settings_->maxContentBytes) {
-    sendError(ws, "Message too long: at most " + std::to_string(settings_->maxContentBytes) + " bytes",
+  if (static_cast<int64_t>(content->get_ref<const std::string&>().size()) >
+      settings_->maxContentBytes) {
+    sendError(ws,
+              "Message too long: at most " + std::to_string(settings_->maxContentBytes) + " bytes",
               json{{"type", "message"}});
     return;
   }
-  std::string messageType = "text";
-  if (auto it = data.find("messageType"); it != data.end() && !it->is_null()) {
-    if (!it->is_string() || it->get_ref<const std::string&>().empty() ||
-        it->get_ref<const std::string&>().size() > kMaxMessageTypeBytes) {
-      sendError(ws, "Invalid message: messageType must be a string of 1 to 32 characters",
-                json{{"type", "message"}});
-      return;
-    }
-    messageType = it->get<std::string>();
+  std::optional<std::string> messageType =
+      optionalString(data, "messageType", kMaxMessageTypeBytes, "text");
+  if (!messageType) {
+    sendError(ws, "Invalid message: messageType must be a string of 1 to 32 characters",
+              json{{"type", "message"}});
+    return;
   }
   if (!admitBroadcast(&ws)) return;
   ensureSchema();
@@ -121,11 +123,11 @@ void ChatRoom::post(WebSocket& ws, Member& member, const json& data) {
   state_.storage().sql().exec(
       "INSERT INTO chat_messages (id, user_id, username, content, message_type, timestamp) "
       "VALUES (?, ?, ?, ?, ?, ?)",
-      id, member.user.userId, member.user.username, text, messageType, timestamp);
+      id, member.user.userId, member.user.username, text, *messageType, timestamp);
   lastTimestamp_ = timestamp;
   // Stored first; the host sends the broadcast only after this event's commit.
   state_.broadcast(envelope("message",
-                            messageData(id, text, messageType, member.user.toJson(), timestamp),
+                            messageData(id, text, *messageType, member.user.toJson(), timestamp),
                             id, fromUnixMillis(timestamp)));
   metricsChanged();
 }
@@ -159,8 +161,8 @@ void ChatRoom::history(WebSocket& ws, const json& data) {
   }
   int64_t before = INT64_MAX;  // absent: now, and anything stored
   if (auto it = data.find("before"); it != data.end() && !it->is_null()) {
-    std::optional<TimePoint> t = it->is_string() ? parseIsoTime(it->get_ref<const std::string&>())
-                                                 : std::nullopt;
+    std::optional<TimePoint> t =
+        it->is_string() ? parseIsoTime(it->get_ref<const std::string&>()) : std::nullopt;
     if (!t) {
       sendError(ws, "Invalid history: before must be an ISO 8601 time", json{{"type", "history"}});
       return;

@@ -105,19 +105,16 @@ json CollaborationRoom::participants(const std::string& sessionId) {
 void CollaborationRoom::join(WebSocket& ws, Member& member, const json& data) {
   std::string sessionId = stringField(data, "sessionId");
   if (!validId(sessionId)) {
-    sendError(ws, "Invalid join_session: sessionId must be 1-128 characters of A-Z a-z 0-9 . _ : @ ~ -",
+    sendError(ws,
+              "Invalid join_session: sessionId must be 1-128 characters of A-Z a-z 0-9 . _ : @ ~ -",
               json{{"type", "join_session"}});
     return;
   }
-  std::string role = "participant";
-  if (auto it = data.find("role"); it != data.end() && !it->is_null()) {
-    if (!it->is_string() || it->get_ref<const std::string&>().empty() ||
-        it->get_ref<const std::string&>().size() > kMaxRoleBytes) {
-      sendError(ws, "Invalid join_session: role must be a string of 1 to 32 characters",
-                json{{"type", "join_session"}});
-      return;
-    }
-    role = it->get<std::string>();
+  std::optional<std::string> role = optionalString(data, "role", kMaxRoleBytes, "participant");
+  if (!role) {
+    sendError(ws, "Invalid join_session: role must be a string of 1 to 32 characters",
+              json{{"type", "join_session"}});
+    return;
   }
   std::string current = stringField(member.state, "sessionId");
   if (!current.empty() && current != sessionId) {
@@ -126,19 +123,20 @@ void CollaborationRoom::join(WebSocket& ws, Member& member, const json& data) {
   }
   SocketGroups& sessions = groups();
   // Announced once per user and session: when its first socket joins.
-  bool first = std::none_of(sessions.of(sessionId).begin(), sessions.of(sessionId).end(),
-                            [&](const WebSocket& other) {
-                              return !(other == ws) && this->member(other).user.userId == member.user.userId;
-                            });
+  bool first = std::none_of(
+      sessions.of(sessionId).begin(), sessions.of(sessionId).end(), [&](const WebSocket& other) {
+        return !(other == ws) && this->member(other).user.userId == member.user.userId;
+      });
   member.state["sessionId"] = sessionId;
-  member.state["role"] = role;
+  member.state["role"] = *role;
   saveState(ws, member);
   sessions.add(sessionId, ws);
   Session& s = session(sessionId);
-  send(ws, "session_state", json{{"sessionId", sessionId},
-                                 {"text", ot::toUtf8(s.text)},
-                                 {"version", s.version},
-                                 {"participants", participants(sessionId)}});
+  send(ws, "session_state",
+       json{{"sessionId", sessionId},
+            {"text", ot::toUtf8(s.text)},
+            {"version", s.version},
+            {"participants", participants(sessionId)}});
   if (first && current != sessionId) {
     BroadcastOptions others;
     others.only = &sessions.of(sessionId);
@@ -146,7 +144,7 @@ void CollaborationRoom::join(WebSocket& ws, Member& member, const json& data) {
     state_.broadcast(frame("participant_joined", json{{"sessionId", sessionId},
                                                       {"userId", member.user.userId},
                                                       {"username", member.user.username},
-                                                      {"role", role}}),
+                                                      {"role", *role}}),
                      others);
   }
 }
@@ -197,13 +195,16 @@ std::optional<int64_t> CollaborationRoom::lengthAt(const std::string& sessionId,
   if (version < s.oldestVersion) return std::nullopt;
   if (version == 0) return 0;
   SqlCursor c = state_.storage().sql().exec(
-      "SELECT length_after FROM collab_ops WHERE session_id = ? AND version = ?", sessionId, version);
+      "SELECT length_after FROM collab_ops WHERE session_id = ? AND version = ?", sessionId,
+      version);
   if (c.size() != 1) return std::nullopt;
   return c.row(0).integer(0);
 }
 
 void CollaborationRoom::edit(WebSocket& ws, Member& member, const json& data) {
-  auto fail = [&](const std::string& why) { sendError(ws, "Invalid edit: " + why, json{{"type", "edit"}}); };
+  auto fail = [&](const std::string& why) {
+    sendError(ws, "Invalid edit: " + why, json{{"type", "edit"}});
+  };
   std::string sessionId = stringField(member.state, "sessionId");
   if (sessionId.empty()) {
     sendError(ws, kNotInSession, json{{"type", "edit"}});
@@ -213,7 +214,8 @@ void CollaborationRoom::edit(WebSocket& ws, Member& member, const json& data) {
     return fail("sessionId is not the session this connection joined");
   }
   std::string operation = stringField(data, "operation");
-  if (operation != "insert" && operation != "delete") return fail("operation must be insert or delete");
+  if (operation != "insert" && operation != "delete")
+    return fail("operation must be insert or delete");
   std::optional<int64_t> position = nonNegative(data, "position");
   if (!position) return fail("position must be a non-negative integer");
   std::optional<int64_t> version = nonNegative(data, "version");
@@ -221,7 +223,8 @@ void CollaborationRoom::edit(WebSocket& ws, Member& member, const json& data) {
   ot::Edit requested;
   if (operation == "insert") {
     auto content = data.find("content");
-    if (content == data.end() || !content->is_string() || content->get_ref<const std::string&>().empty()) {
+    if (content == data.end() || !content->is_string() ||
+        content->get_ref<const std::string&>().empty()) {
       return fail("content must be a non-empty string");
     }
     requested.kind = ot::Edit::Kind::kInsert;
@@ -246,14 +249,14 @@ void CollaborationRoom::edit(WebSocket& ws, Member& member, const json& data) {
     return fail("version " + std::to_string(*version) + " is too old to transform (the oldest is " +
                 std::to_string(s.oldestVersion) + "); join_session again");
   }
-  int64_t end = requested.position + (requested.kind == ot::Edit::Kind::kDelete ? requested.length : 0);
-  if (end > *length) {
+  int64_t span = requested.kind == ot::Edit::Kind::kDelete ? requested.length : 0;
+  if (requested.position > *length || span > *length - requested.position) {  // no overflow
     return fail("position outside the text (length " + std::to_string(*length) + " at version " +
                 std::to_string(*version) + ")");
   }
   // Over every edit applied since the client's version, in order.
   int64_t at = requested.position;
-  ot::Ranges ranges = {{requested.position, end}};
+  ot::Ranges ranges = {{requested.position, requested.position + span}};
   SqlCursor since = state_.storage().sql().exec(
       "SELECT op, position, length, content FROM collab_ops WHERE session_id = ? AND version > ? "
       "ORDER BY version",
@@ -298,9 +301,13 @@ void CollaborationRoom::edit(WebSocket& ws, Member& member, const json& data) {
   json author = member.user.toJson();
   if (edits.empty()) {
     // What it meant to delete is gone already: nothing changes; the sender gets its answer.
-    send(ws, "edit", json{{"sessionId", sessionId}, {"operation", "delete"},
-                          {"position", at},
-                          {"length", 0}, {"author", author}, {"version", s.version}});
+    send(ws, "edit",
+         json{{"sessionId", sessionId},
+              {"operation", "delete"},
+              {"position", at},
+              {"length", 0},
+              {"author", author},
+              {"version", s.version}});
     return;
   }
   const std::vector<WebSocket>& to = groups().of(sessionId);

@@ -10,8 +10,10 @@ namespace dohost::objects::guide {
 namespace {
 
 std::optional<int64_t> parseInteger(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.remove_suffix(1);
   int64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
@@ -60,7 +62,8 @@ std::string claimText(const json& claims, std::initializer_list<const char*> key
   for (const char* key : keys) {
     auto it = claims.find(key);
     if (it == claims.end()) continue;
-    if (it->is_string() && !it->get_ref<const std::string&>().empty()) return it->get<std::string>();
+    if (it->is_string() && !it->get_ref<const std::string&>().empty())
+      return it->get<std::string>();
     if (it->is_number_integer()) return std::to_string(it->get<int64_t>());
   }
   return {};
@@ -126,8 +129,10 @@ Settings Settings::parse(const AppSettings& settings) {
     }
     if (key == "default_context_id") {
       if (!value.empty() && !validId(value)) {
-        throw std::invalid_argument("guide: default_context_id must be 1-128 characters of "
-                                    "A-Z a-z 0-9 . _ : @ ~ -, got \"" + value + "\"");
+        throw std::invalid_argument(
+            "guide: default_context_id must be 1-128 characters of "
+            "A-Z a-z 0-9 . _ : @ ~ -, got \"" +
+            value + "\"");
       }
       s.defaultContextId = value;
       continue;
@@ -161,6 +166,16 @@ std::string stringField(const json& object, const char* key) {
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+std::optional<std::string> optionalString(const json& object, const char* key, size_t maxBytes,
+                                          const char* fallback) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return std::string(fallback);
+  if (!it->is_string()) return std::nullopt;
+  const std::string& v = it->get_ref<const std::string&>();
+  if (v.empty() || v.size() > maxBytes) return std::nullopt;
+  return v;
+}
+
 // --- time ------------------------------------------------------------------------------------
 
 std::string isoTime(TimePoint t) {
@@ -184,8 +199,7 @@ std::optional<TimePoint> parseIsoTime(std::string_view s) {
       !digits(s, pos, 2, &day)) {
     return std::nullopt;
   }
-  if (month < 1 || month > 12 || day < 1 ||
-      day > daysInMonth(year, static_cast<unsigned>(month))) {
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, static_cast<unsigned>(month))) {
     return std::nullopt;
   }
   if (pos < s.size()) {

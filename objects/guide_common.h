@@ -6,15 +6,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <string>
 #include <string_view>
 
-#include <nlohmann/json.hpp>
-
 #include "dohost/json.h"
-
 #include "dohost/dohost.h"
 
 namespace dohost::objects::guide {
@@ -47,15 +45,15 @@ inline constexpr size_t kHistoryMaxLimit = 200;
 // travel in headers or sit in socket attachments (the admin API shows those).
 struct Settings {
   std::string jwtSecret;
-  std::string devToken;          // a token accepted as the user "dev"; empty: none
-  std::string defaultContextId;  // used when a client names no contextId; empty: none
-  int64_t connectionsPerMinute = 10;   // per client IP, WebSocket upgrades
-  int64_t messagesPerMinute = 100;     // per connection
-  int64_t broadcastsPerMinute = 1000;  // per room
-  int64_t rateWindowMs = 60'000;       // the "minute" of the three limits
-  int64_t authTimeoutMs = 10'000;      // for the first-message `auth`
-  int64_t maxContentBytes = 4000;      // a chat message's content
-  int64_t engagementWindowMs = 60'000; // the built-in metric `engagement` counts this far back
+  std::string devToken;                 // a token accepted as the user "dev"; empty: none
+  std::string defaultContextId;         // used when a client names no contextId; empty: none
+  int64_t connectionsPerMinute = 10;    // per client IP, WebSocket upgrades
+  int64_t messagesPerMinute = 100;      // per connection
+  int64_t broadcastsPerMinute = 1000;   // per room
+  int64_t rateWindowMs = 60'000;        // the "minute" of the three limits
+  int64_t authTimeoutMs = 10'000;       // for the first-message `auth`
+  int64_t maxContentBytes = 4000;       // a chat message's content
+  int64_t engagementWindowMs = 60'000;  // the built-in metric `engagement` counts this far back
   int64_t maxMetricsPerSocket = 50;
   int64_t maxMetricValueBytes = 4096;
   int64_t maxDocumentUnits = 100'000;  // a collaboration text, in UTF-16 code units
@@ -79,6 +77,10 @@ std::optional<json> parseObject(std::string_view text);
 
 // The string member `key` of `object`, or empty.
 std::string stringField(const json& object, const char* key);
+// An optional short string member (messageType, role): `fallback` when absent or null, nullopt
+// when it is not a string of 1 to `maxBytes` bytes.
+std::optional<std::string> optionalString(const json& object, const char* key, size_t maxBytes,
+                                          const char* fallback);
 
 // --- time ------------------------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ Response GuideLobby::fetch(Request& request) {
 
 void GuideLobby::armFor(int64_t deadlineMs) {
   std::optional<TimePoint> armed = state_.storage().getAlarm();
-  if (!armed || toUnixMillis(*armed) > deadlineMs) state_.storage().setAlarm(fromUnixMillis(deadlineMs));
+  if (!armed || toUnixMillis(*armed) > deadlineMs)
+    state_.storage().setAlarm(fromUnixMillis(deadlineMs));
 }
 
 void GuideLobby::refuse(WebSocket& ws, std::string_view reason, std::string_view closeReason) {
@@ -61,11 +62,14 @@ void GuideLobby::webSocketMessage(WebSocket ws, const Message& message) {
                          settings_->rateWindowMs);
   std::optional<json> msg = message.binary ? std::nullopt : parseObject(message.text());
   if (!msg || stringField(*msg, "type") != "auth") {
-    refuse(ws, "Authentication required: the first message must be {\"type\":\"auth\", \"token\", \"contextId\"}",
+    refuse(ws,
+           "Authentication required: the first message must be {\"type\":\"auth\", \"token\", "
+           "\"contextId\"}",
            kAuthRequired);
     return;
   }
-  const json* data = msg->contains("data") && (*msg)["data"].is_object() ? &(*msg)["data"] : nullptr;
+  const json* data =
+      msg->contains("data") && (*msg)["data"].is_object() ? &(*msg)["data"] : nullptr;
   auto field = [&](const char* key) {
     std::string v = stringField(*msg, key);
     return v.empty() && data ? stringField(*data, key) : v;
@@ -80,12 +84,14 @@ void GuideLobby::webSocketMessage(WebSocket ws, const Message& message) {
   }
   std::string contextId = field("contextId");
   if (contextId.empty()) {
-    if (auto pending = parseObject(attachment->state)) contextId = stringField(*pending, "contextId");
+    if (auto pending = parseObject(attachment->state))
+      contextId = stringField(*pending, "contextId");
   }
   if (contextId.empty()) contextId = settings_->defaultContextId;
   if (!validId(contextId)) {
-    refuse(ws, contextId.empty() ? "Invalid contextId: none given"
-                                 : "Invalid contextId: 1-128 characters of A-Z a-z 0-9 . _ : @ ~ -",
+    refuse(ws,
+           contextId.empty() ? "Invalid contextId: none given"
+                             : "Invalid contextId: 1-128 characters of A-Z a-z 0-9 . _ : @ ~ -",
            "Invalid contextId");
     return;
   }
@@ -106,8 +112,9 @@ void GuideLobby::alarm(const AlarmInfo& info) {
     std::optional<json> pending = attachment ? parseObject(attachment->state) : std::nullopt;
     int64_t deadline = pending ? pending->value("deadline", int64_t{0}) : 0;
     if (deadline <= now) {
-      refuse(ws, "Authentication timeout: no auth message within " +
-                     std::to_string(settings_->authTimeoutMs) + " ms",
+      refuse(ws,
+             "Authentication timeout: no auth message within " +
+                 std::to_string(settings_->authTimeoutMs) + " ms",
              "Authentication timeout");
     } else {
       next = std::min(next, deadline);

@@ -82,7 +82,8 @@ void apply(std::u16string& text, const Edit& edit) {
 
 bool splitsSurrogatePair(const std::u16string& text, int64_t position) {
   if (position <= 0 || position >= static_cast<int64_t>(text.size())) return false;
-  return isHigh(text[static_cast<size_t>(position - 1)]) && isLow(text[static_cast<size_t>(position)]);
+  return isHigh(text[static_cast<size_t>(position - 1)]) &&
+         isLow(text[static_cast<size_t>(position)]);
 }
 
 std::optional<std::u16string> toUtf16(std::string_view s) {

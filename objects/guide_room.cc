@@ -61,7 +61,8 @@ Response GuideRoom::connect(Request& request) {
   WebSocket ws = state_.acceptWebSocket(request, {userTag(user->userId)});
   Member m;
   m.user = *user;
-  if (auto rate = request.header(kRateHeader)) m.rate = RateWindow::decode(*rate).value_or(RateWindow{});
+  if (auto rate = request.header(kRateHeader))
+    m.rate = RateWindow::decode(*rate).value_or(RateWindow{});
   m.state = user->toJson();
   m.state["joinedAt"] = nowMs();
   Member& stored = members_[ws.id()] = std::move(m);
@@ -158,14 +159,16 @@ void GuideRoom::webSocketMessage(WebSocket ws, const Message& message) {
   } else if (kind == "auth") {
     repeatAuth(ws, m, *msg);
   } else if (!handle(ws, m, kind, *msg)) {
-    sendError(ws, "Unknown message type: " + kind.substr(0, 64), json{{"type", kind.substr(0, 64)}});
+    sendError(ws, "Unknown message type: " + kind.substr(0, 64),
+              json{{"type", kind.substr(0, 64)}});
   }
 }
 
 // An `auth` on an authenticated socket (a client that sends one on open even with ?token=):
 // the same user and context are confirmed again; a bad token ends the connection.
 void GuideRoom::repeatAuth(WebSocket& ws, Member& m, const json& message) {
-  const json* data = message.contains("data") && message["data"].is_object() ? &message["data"] : nullptr;
+  const json* data =
+      message.contains("data") && message["data"].is_object() ? &message["data"] : nullptr;
   std::string token = stringField(message, "token");
   if (token.empty() && data) token = stringField(*data, "token");
   std::string error = "missing token";

@@ -87,7 +87,7 @@ class GuideRoom : public DurableObject {
   bool admitBroadcast(WebSocket* sender, int64_t* retryAfterMs = nullptr);
   static std::string userTag(const std::string& userId) { return "u:" + userId; }
 
-  ObjectState& state_;   // outlives this instance (the runtime's slot)
+  ObjectState& state_;  // outlives this instance (the runtime's slot)
   SharedSettings settings_;
 
  private:

@@ -7,9 +7,8 @@
 'use strict';
 
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { chromium } = require(path.join(__dirname, 'node', 'node_modules', 'playwright-core'));
+const { withChromium } = require('./chromium_support');
 
 const [port, alice, bob, carol] = process.argv.slice(2);
 if (!carol) {
@@ -19,14 +18,7 @@ if (!carol) {
 const snippets = fs.readFileSync(path.join(__dirname, 'node', 'seed_guide_snippets.js'), 'utf8');
 
 async function main() {
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dohost-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  try {
+  return withChromium('dohost-chromium-', async (context) => {
     const page = await context.newPage();
     page.on('pageerror', (e) => process.stderr.write(`page error: ${e.message}\n`));
     const base = `http://127.0.0.1:${port}`;
@@ -46,10 +38,7 @@ async function main() {
     checks.push({ check: 'browser', ok: true, userAgent: await page.evaluate(() => navigator.userAgent) });
     for (const c of checks) process.stdout.write(JSON.stringify(c) + '\n');
     return checks.every((c) => c.ok);
-  } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  }
+  });
 }
 
 setTimeout(() => {

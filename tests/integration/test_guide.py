@@ -333,6 +333,50 @@ class AuthTests(GuideTestCase):
         self.assertEqual(status, 404)
 
 
+class LifetimeTests(SocketsClosed):
+    """Closes and shutdowns at the worst moments (the hand-over from lobby to room)."""
+
+    async def test_a_socket_that_closes_right_behind_its_auth_changes_nothing(self):
+        with Host(apps=(APP,), config=OPEN_CONFIG) as host:
+            context = new_context()
+            watcher = await self.join_for(host, "watcher", context)
+            for i in range(20):
+                ws = await host.connect(APP, ws_path("chat"), close_timeout=1)
+                auth = json.dumps({"type": "auth", "token": token(f"brief{i}"), "contextId": context})
+                await ws.send(auth)
+                if i % 2:
+                    ws.transport.abort()  # gone before the hand-over can finish
+                else:
+                    await ws.close()
+            await send(watcher, "message", {"content": "still fine"})
+            got = await recv_until(watcher, lambda m: m["type"] == "message")
+            self.assertEqual(got["data"]["content"], "still fine")
+            await asyncio.sleep(0.3)
+            _, rooms = host.admin_json("GET", "/objects?class=ChatRoom")
+            room = [o for o in rooms if o.get("name") == context][0]
+            self.assertEqual(room["sockets"], 1)
+            _, lobbies = host.admin_json("GET", "/objects?class=GuideLobby")
+            self.assertEqual([o["sockets"] for o in lobbies if o.get("name") == "chat"], [0])
+
+    async def test_shutdown_with_sockets_in_the_lobby_and_in_rooms(self):
+        host = Host(apps=(APP,), config=OPEN_CONFIG).start()
+        try:
+            context = new_context()
+            room = await self.join_for(host, "alice", context)
+            pending = await host.connect(APP, ws_path("chat"), close_timeout=1)
+            await pending.send(json.dumps({"type": "auth", "token": token("bob"), "contextId": context}))
+            waiting = await host.connect(APP, ws_path("analytics"), close_timeout=1)
+            self.assertEqual(host.stop(), 0)
+            for ws in (room, pending, waiting):
+                code, _ = await closed(ws)
+                self.assertEqual(code, 1001)
+        finally:
+            host.close()
+
+    async def join_for(self, host, user, context):
+        return await self.open(ws_path("chat", token(user), context), host=host)
+
+
 class AuthTimeoutTests(GuideTestCase):
     config = OPEN_CONFIG + "auth_timeout_ms = 600\n"
 
@@ -423,10 +467,18 @@ class ChatTests(GuideTestCase):
                 assert_envelope(self, err)
                 self.assertEqual((err["type"], err["error"]), ("error", reason))
         self.assertEqual(await no_message(other, 0.2), True)  # nothing reached the others
+        # The content limit, exactly at it and just past it, each sent in fragments.
+        for size, ok in ((4001, False), (4000, True)):
+            text = json.dumps({"type": "message", "data": {"content": "y" * size}})
+            await ws.send([text[i:i + 1000] for i in range(0, len(text), 1000)])
+            if ok:
+                self.assertEqual(len((await next_of(other, "message"))["data"]["content"]), 4000)
+            else:
+                self.assertEqual((await recv_json(ws))["error"], "Message too long: at most 4000 bytes")
         await send(ws, "message", {"content": "x" * 4000})
         self.assertEqual(len((await next_of(other, "message"))["data"]["content"]), 4000)
         await send(ws, "history", {})
-        self.assertEqual(len((await next_of(ws, "history"))["data"]["messages"]), 1)
+        self.assertEqual(len((await next_of(ws, "history"))["data"]["messages"]), 2)
 
     async def test_typing_goes_to_the_others_and_is_not_stored(self):
         context = new_context()
@@ -806,6 +858,14 @@ class CollaborationTests(GuideTestCase):
                 "Invalid edit: position outside the text (length 0 at version 0)"),
                ({"operation": "delete", "position": 2, "length": 2, "version": 1},
                 "Invalid edit: position outside the text (length 3 at version 1)"),
+               ({"operation": "delete", "position": 2, "length": 2 ** 63 - 1, "version": 1},
+                "Invalid edit: position outside the text (length 3 at version 1)"),
+               ({"operation": "insert", "position": 2 ** 63 - 1, "content": "x", "version": 1},
+                "Invalid edit: position outside the text (length 3 at version 1)"),
+               ({"operation": "insert", "position": 2 ** 64 - 1, "content": "x", "version": 1},
+                "Invalid edit: position must be a non-negative integer"),
+               ({"operation": "insert", "position": 0, "content": "x", "version": 2 ** 63 - 1},
+                "Invalid edit: version 9223372036854775807 is ahead of the session (version 1)"),
                ({"operation": "replace", "position": 0, "version": 1},
                 "Invalid edit: operation must be insert or delete"),
                ({"position": 0, "content": "x", "version": 1}, "Invalid edit: operation must be insert or delete"),

@@ -105,7 +105,8 @@ class GuideChat {
 // five runs of `iterations`, for the admitted path and for the path past the limit.
 Json rateLimitCost(size_t iterations) {
   guide::Settings settings;
-  const std::string state = R"({"joinedAt":1764578400000,"userId":"user-0042","username":"User 42"})";
+  const std::string state =
+      R"({"joinedAt":1764578400000,"userId":"user-0042","username":"User 42"})";
   std::string buffer, record;
   SystemClock clock;
   auto run = [&](int64_t limit) {
@@ -137,7 +138,8 @@ Json rateLimitCost(size_t iterations) {
     auto a = guide::SocketAttachment::decode(bytes);
     if (a && guide::parseObject(a->state)) ++decoded;
   }
-  double decodeNs = microsBetween(t0, SteadyClock::now()) * 1000 / static_cast<double>(iterations / 10);
+  double decodeNs =
+      microsBetween(t0, SteadyClock::now()) * 1000 / static_cast<double>(iterations / 10);
   return Json{{"iterations", iterations},
               {"attachmentBytes", bytes.size()},
               {"admittedNs", admittedNs},
@@ -183,15 +185,21 @@ Json runGuideBench(const AppBenchOptions& o) {
   if (!chat.settle(30 + static_cast<double>(n) / 50)) {
     return Json{{"error", "the user_joined notices did not all arrive"}};
   }
-  if (!chat.rounds(5, senders, timeout)) return Json{{"error", "a warm-up message did not reach every member"}};
+  if (!chat.rounds(5, senders, timeout))
+    return Json{{"error", "a warm-up message did not reach every member"}};
   chat.clearSamples();
-  int rounds = o.rounds > 0 ? o.rounds
-                            : static_cast<int>(std::clamp<size_t>(200000 / std::max<size_t>(n, 1), 30, 2000));
+  int rounds =
+      o.rounds > 0
+          ? o.rounds
+          : static_cast<int>(std::clamp<size_t>(200000 / std::max<size_t>(n, 1), 30, 2000));
 
   FloorComparison floor(o, n, chat.frameBytes(), timeout, out);
-  std::fprintf(stderr, "  guide: %d latency rounds%s ...\n", rounds, floor.running() ? " (and the floor)" : "");
+  std::fprintf(stderr, "  guide: %d latency rounds%s ...\n", rounds,
+               floor.running() ? " (and the floor)" : "");
   CpuWindow::Result cpu;
-  if (!floor.run(rounds, host->pid, [&](int count) { return chat.rounds(count, senders, timeout); }, &cpu)) {
+  if (!floor.run(
+          rounds, host->pid, [&](int count) { return chat.rounds(count, senders, timeout); },
+          &cpu)) {
     return Json{{"error", "a message did not reach every member in time"}};
   }
   double frames = static_cast<double>(rounds) * static_cast<double>(n);
@@ -239,7 +247,8 @@ void printGuideTable(const Json& g) {
   const Json& l = g["latency"];
   const Json empty = Json::object();
   const Json& f = g.contains("floor") ? g["floor"] : empty;
-  if (f.contains("error")) std::printf("    floor failed: %s\n", f["error"].get<std::string>().c_str());
+  if (f.contains("error"))
+    std::printf("    floor failed: %s\n", f["error"].get<std::string>().c_str());
   line("", "dohost", "floor", "ratio");
   double dm = num(l, {"latencyLastUs", "median"}), fm = num(f, {"latencyLastUs", "median"});
   double dp = num(l, {"latencyLastUs", "p99"}), fp = num(f, {"latencyLastUs", "p99"});
@@ -251,8 +260,9 @@ void printGuideTable(const Json& g) {
   line("rounds / frame bytes", std::to_string(static_cast<int>(num(l, {"rounds"}))) + " / " +
                                    std::to_string(static_cast<int>(num(l, {"frameBytes"}))));
   const Json& r = g["rateLimit"];
-  std::printf("  The per-connection rate-limit check per message (in process, %.0f-byte attachment):\n",
-              num(r, {"attachmentBytes"}));
+  std::printf(
+      "  The per-connection rate-limit check per message (in process, %.0f-byte attachment):\n",
+      num(r, {"attachmentBytes"}));
   line("admitted (count, rewrite the attachment)", ns(num(r, {"admittedNs"})));
   line("past the limit (refused)", ns(num(r, {"refusedNs"})));
   line("first message after a wake (decode the attachment)", ns(num(r, {"firstAfterWakeNs"})));
