@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -156,6 +158,7 @@ bool ChildProcess::start(const std::vector<std::string>& argv, const std::string
     _exit(127);
   }
   pid_ = pid;
+  exitStatus_ = -1;
   return true;
 }
 
@@ -165,6 +168,7 @@ bool ChildProcess::running() {
   pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {
     pid_ = -1;
+    exitStatus_ = status;
     return false;
   }
   return true;
@@ -176,6 +180,22 @@ void ChildProcess::kill() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+int ChildProcess::terminate(double seconds) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  auto deadline = SteadyClock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  while (SteadyClock::now() < deadline) {
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    sleepMillis(20);
+  }
+  kill();
+  return -1;
 }
 
 std::string ChildProcess::logTail(size_t maxBytes) const {
@@ -226,6 +246,134 @@ HttpResult httpRequest(int port, const std::string& method, const std::string& p
   if (headerEnd != std::string::npos) result.body = response.substr(headerEnd + 4);
   // Chunked bodies are not expected from the admin API (it sends Content-Length).
   return result;
+}
+
+int KeepAliveHttp::roundTrip(const std::string& request, std::string* body) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (fd_ < 0 && !openFd()) return 0;
+    bool reused = used_;
+    if (sendAll(request)) {
+      int status = readResponse(body);
+      if (status > 0) {
+        used_ = true;
+        return status;
+      }
+    }
+    closeFd();
+    // A kept-alive connection the server closed meanwhile: try once on a new one.
+    if (!reused) return 0;
+    ++reconnects_;
+  }
+  return 0;
+}
+
+bool KeepAliveHttp::openFd() {
+  fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return false;
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  timeval tv{30, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port_));
+  if (connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    closeFd();
+    return false;
+  }
+  ++connections_;
+  used_ = false;
+  buf_.clear();
+  return true;
+}
+
+void KeepAliveHttp::closeFd() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool KeepAliveHttp::sendAll(const std::string& s) {
+  size_t sent = 0;
+  while (sent < s.size()) {
+    ssize_t n = ::send(fd_, s.data() + sent, s.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool KeepAliveHttp::fill() {
+  char tmp[16384];
+  ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+  if (n <= 0) return false;
+  buf_.append(tmp, static_cast<size_t>(n));
+  return true;
+}
+
+int KeepAliveHttp::readResponse(std::string* body) {
+  size_t headerEnd;
+  while ((headerEnd = buf_.find("\r\n\r\n")) == std::string::npos) {
+    if (!fill()) return 0;
+  }
+  std::string head = buf_.substr(0, headerEnd);
+  buf_.erase(0, headerEnd + 4);
+  if (head.rfind("HTTP/1.", 0) != 0 || head.size() < 12) return 0;
+  int status = std::atoi(head.c_str() + 9);
+  std::string lower = head;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  bool close = lower.find("\r\nconnection: close") != std::string::npos;
+  size_t cl = lower.find("\r\ncontent-length:");
+  body->clear();
+  if (cl != std::string::npos) {
+    size_t len = std::strtoul(lower.c_str() + cl + 17, nullptr, 10);
+    while (buf_.size() < len) {
+      if (!fill()) return 0;
+    }
+    body->assign(buf_, 0, len);
+    buf_.erase(0, len);
+  } else if (lower.find("transfer-encoding: chunked") != std::string::npos) {
+    while (true) {
+      size_t eol;
+      while ((eol = buf_.find("\r\n")) == std::string::npos) {
+        if (!fill()) return 0;
+      }
+      size_t len = std::strtoul(buf_.c_str(), nullptr, 16);
+      while (buf_.size() < eol + 2 + len + 2) {
+        if (!fill()) return 0;
+      }
+      body->append(buf_, eol + 2, len);
+      buf_.erase(0, eol + 2 + len + 2);
+      if (len == 0) break;
+    }
+  } else {
+    while (fill()) {
+    }
+    *body = buf_;
+    buf_.clear();
+    close = true;
+  }
+  if (close) closeFd();
+  return status;
+}
+
+double metricSum(const std::string& text, const std::string& name) {
+  double total = 0;
+  bool found = false;
+  std::string start = "\n" + name + "{";
+  for (size_t at = text.find(start); at != std::string::npos; at = text.find(start, at + 1)) {
+    size_t eol = text.find('\n', at + 1);
+    if (eol == std::string::npos) eol = text.size();
+    size_t space = text.rfind(' ', eol);
+    total += std::atof(text.substr(space + 1, eol - space - 1).c_str());
+    found = true;
+  }
+  return found ? total : -1;
+}
+
+double metricTotal(int adminPort, const std::string& name) {
+  HttpResult r = httpRequest(adminPort, "GET", "/metrics");
+  return r.status == 200 ? metricSum("\n" + r.body, name) : -1;
 }
 
 TempFolder::TempFolder(const std::string& parent) {

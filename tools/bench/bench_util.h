@@ -68,13 +68,19 @@ class ChildProcess {
   bool start(const std::vector<std::string>& argv, const std::string& logPath, std::string* error);
   pid_t pid() const { return pid_; }
   bool running();
+  // The wait status of a process that running() found exited (-1 until then).
+  int exitStatus() const { return exitStatus_; }
   // SIGKILL and reap. The bench never needs a graceful stop: data folders are thrown away.
   void kill();
+  // SIGTERM, then waits up to `seconds` for the exit (SIGKILL after that). Returns the wait
+  // status (as waitpid gives it), or -1 when the process had to be killed.
+  int terminate(double seconds);
   // The last lines of the log, for error messages.
   std::string logTail(size_t maxBytes = 2000) const;
 
  private:
   pid_t pid_ = -1;
+  int exitStatus_ = -1;
   std::string logPath_;
 };
 
@@ -85,6 +91,41 @@ struct HttpResult {
 // One blocking request on a new connection to 127.0.0.1:port, `Connection: close`.
 HttpResult httpRequest(int port, const std::string& method, const std::string& path,
                        const std::string& body = {}, int timeoutMs = 5000);
+
+// A keep-alive HTTP/1.1 connection to 127.0.0.1 with blocking sockets, for a publisher
+// thread: one request at a time, the answer read by Content-Length (or chunked).
+class KeepAliveHttp {
+ public:
+  explicit KeepAliveHttp(int port) : port_(port) {}
+  ~KeepAliveHttp() { closeFd(); }
+  KeepAliveHttp(const KeepAliveHttp&) = delete;
+  KeepAliveHttp& operator=(const KeepAliveHttp&) = delete;
+
+  // Sends `request` (complete, with headers); returns the status (0 on failure) and the body.
+  // A kept-alive connection the server closed meanwhile is retried once on a new one.
+  int roundTrip(const std::string& request, std::string* body);
+  uint64_t connections() const { return connections_; }
+  uint64_t reconnects() const { return reconnects_; }
+
+ private:
+  bool openFd();
+  void closeFd();
+  bool sendAll(const std::string& s);
+  bool fill();
+  int readResponse(std::string* body);
+
+  int port_;
+  int fd_ = -1;
+  bool used_ = false;
+  std::string buf_;
+  uint64_t connections_ = 0, reconnects_ = 0;
+};
+
+// The sum of a metric over its series (every label set) in Prometheus text, such as the
+// admin API's /metrics; -1 when the metric is absent.
+double metricSum(const std::string& text, const std::string& name);
+// The same, read from the host's admin API on `adminPort`; -1 if unreadable.
+double metricTotal(int adminPort, const std::string& name);
 
 // A fresh folder under `parent` (the system temp folder when empty), removed on destruction.
 class TempFolder {

@@ -3,22 +3,30 @@
 #include <ev.h>
 #include <libwebsockets.h>
 
+#include <sys/socket.h>
+
 #include <cstring>
 
 namespace dohost::bench {
 
-// A timer that fires every 50 ms so lws_service() returns even when no socket has anything:
-// the loops that wait for a round need to look at their deadline.
+// A timer that fires every 50 ms so one turn of the loop returns even when no socket has
+// anything: the loops that wait for a round need to look at their deadline. lws' own poll loop
+// gets an lws timer; a libev loop gets a libev one, since lws only re-arms its timer in libev
+// after a turn with some activity (an idle loop would sleep until lws' next timeout).
 struct ClientFleet::Tick {
   lws_sorted_usec_list_t sul{};
+  ev_timer evTimer{};
   ClientFleet* fleet = nullptr;
 };
 
 namespace {
 
 constexpr lws_usec_t kTickUs = 50 * LWS_US_PER_MS;
+constexpr double kTickSeconds = 0.05;
 
 void onTick(lws_sorted_usec_list_t*) {}
+
+void onEvTick(struct ev_loop*, ev_timer*, int) {}
 
 int fleetCallback(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) {
   auto* conn = static_cast<ClientConn*>(user);
@@ -70,12 +78,17 @@ bool ClientFleet::open(std::string* error) {
     *error = "cannot create the client context";
     return false;
   }
+  if (loop_ != nullptr) {
+    ev_timer_init(&tick_->evTimer, onEvTick, kTickSeconds, kTickSeconds);
+    ev_timer_start(static_cast<struct ev_loop*>(loop_), &tick_->evTimer);
+  }
   return true;
 }
 
 void ClientFleet::close() {
   if (context_ == nullptr) return;
   lws_sul_cancel(&tick_->sul);
+  if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &tick_->evTimer);
   lws_context_destroy(context_);
   context_ = nullptr;
   destroyEpollLoop(loop_);
@@ -88,6 +101,17 @@ void ClientFleet::startOne(int port, const std::string& path) {
   c->index = conns_.size();
   ClientConn* raw = c.get();
   conns_.push_back(std::move(c));
+  connectSlot(*raw, port, path);
+}
+
+void ClientFleet::connectSlot(ClientConn& c, int port, const std::string& path) {
+  ++c.generation;
+  c.wsi = nullptr;
+  c.established = c.ready = c.closed = c.failed = c.done = c.ended = false;
+  c.closeCode = 0;
+  c.error.clear();
+  c.rx.clear();
+  c.out.clear();
   lws_client_connect_info ci{};
   ci.context = context_;
   ci.address = "127.0.0.1";
@@ -97,13 +121,50 @@ void ClientFleet::startOne(int port, const std::string& path) {
   ci.origin = "127.0.0.1";
   ci.protocol = nullptr;
   ci.local_protocol_name = kFleetProtocols[0].name;
-  ci.userdata = raw;
-  ci.pwsi = &raw->wsi;
-  if (lws_client_connect_via_info(&ci) == nullptr && !raw->failed) {
-    raw->failed = true;
-    ++failed_;
-    lastError_ = "lws_client_connect_via_info failed";
+  ci.userdata = &c;
+  ci.pwsi = &c.wsi;
+  if (lws_client_connect_via_info(&ci) == nullptr) {
+    // The connection is scrubbed already (lws may have reported the error on the way).
+    if (!c.failed) {
+      c.failed = true;
+      ++failed_;
+      lastError_ = "lws_client_connect_via_info failed";
+    }
+    c.wsi = nullptr;
+    c.done = true;
+    endConn(c);
   }
+}
+
+size_t ClientFleet::start(int port, const std::string& path) {
+  startOne(port, path);
+  return conns_.size() - 1;
+}
+
+bool ClientFleet::restart(size_t i, int port, const std::string& path) {
+  ClientConn& c = *conns_[i];
+  if (!c.done) return false;
+  connectSlot(c, port, path);
+  return true;
+}
+
+void ClientFleet::closeConn(size_t i, int code) {
+  ClientConn& c = *conns_[i];
+  if (c.wsi == nullptr || c.done) return;
+  if (code == 0 || !c.established) {
+    // No close frame: the server reads the end of the stream (or a handshake cut short).
+    int fd = lws_get_socket_fd(c.wsi);
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+    return;
+  }
+  c.closeCode = code;
+  lws_callback_on_writable(c.wsi);
+}
+
+void ClientFleet::endConn(ClientConn& c) {
+  if (c.ended) return;
+  c.ended = true;
+  if (onEnd) onEnd(c);
 }
 
 bool ClientFleet::connect(int port, const std::string& path, size_t count, bool greeting,
@@ -141,10 +202,10 @@ void ClientFleet::send(size_t i, std::string_view message) {
 }
 
 void ClientFleet::serviceOnce() {
-  lws_sul_schedule(context_, 0, &tick_->sul, onTick, kTickUs);
   if (loop_ != nullptr) {
     runLoopOnce(loop_);
   } else {
+    lws_sul_schedule(context_, 0, &tick_->sul, onTick, kTickUs);
     lws_service(context_, 0);
   }
 }
@@ -170,6 +231,7 @@ int ClientFleet::callback(lws* wsi, int reason, void* user, void* in, size_t len
         ++ready_;
       }
       if (!c->out.empty()) lws_callback_on_writable(wsi);
+      if (onOpen) onOpen(*c);
       return 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
       if (!c->failed) {
@@ -178,7 +240,10 @@ int ClientFleet::callback(lws* wsi, int reason, void* user, void* in, size_t len
         lastError_ = in ? std::string(static_cast<const char*>(in), strnlen(static_cast<const char*>(in), 200))
                         : "connection error";
       }
+      c->error = in ? std::string(static_cast<const char*>(in), strnlen(static_cast<const char*>(in), 200))
+                    : "connection error";
       c->wsi = nullptr;
+      endConn(*c);
       return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE: {
       if (lws_is_first_fragment(wsi)) c->rx.clear();
@@ -194,6 +259,10 @@ int ClientFleet::callback(lws* wsi, int reason, void* user, void* in, size_t len
       return 0;
     }
     case LWS_CALLBACK_CLIENT_WRITEABLE: {
+      if (c->closeCode != 0) {
+        lws_close_reason(wsi, static_cast<lws_close_status>(c->closeCode), nullptr, 0);
+        return -1;
+      }
       if (c->out.empty()) return 0;
       std::string& m = c->out.front();
       size_t n = m.size() - LWS_PRE;
@@ -211,6 +280,8 @@ int ClientFleet::callback(lws* wsi, int reason, void* user, void* in, size_t len
         ++closed_;
       }
       c->wsi = nullptr;
+      if (reason == LWS_CALLBACK_WSI_DESTROY) c->done = true;
+      endConn(*c);
       return 0;
     default:
       return lws_callback_http_dummy(wsi, static_cast<lws_callback_reasons>(reason), user, in, len);

@@ -20,7 +20,8 @@ namespace dohost::bench {
 
 class ClientFleet;
 
-// One client connection. Addresses are stable for the fleet's lifetime.
+// One client connection. Addresses are stable for the fleet's lifetime. A slot whose
+// connection is over (`done`) can carry a new one (ClientFleet::restart).
 struct ClientConn {
   ClientFleet* fleet = nullptr;
   size_t index = 0;
@@ -29,6 +30,11 @@ struct ClientConn {
   bool ready = false;   // established and, when the server greets, the greeting arrived
   bool closed = false;
   bool failed = false;
+  bool done = false;     // lws has destroyed the connection: the slot may be started again
+  bool ended = false;    // onEnd was called for this connection
+  int closeCode = 0;     // a close asked for with ClientFleet::closeConn, sent when writable
+  uint64_t generation = 0;       // connections started on this slot so far
+  std::string error;             // why the connection failed, as lws says it
   std::string rx;                // the message being assembled
   std::deque<std::string> out;   // messages waiting for the socket to be writable (with headroom)
 };
@@ -73,6 +79,15 @@ class ClientFleet {
   // Queues a text message on connection `i`; it is written when the socket is writable.
   void send(size_t i, std::string_view message);
 
+  // Connections one at a time, without waiting (the soak's clients come and go): `start`
+  // opens a connection on a new slot and returns its index; `restart` opens a new one on slot
+  // `i`, whose connection must be done (false otherwise). onOpen and onEnd report them.
+  size_t start(int port, const std::string& path);
+  bool restart(size_t i, int port, const std::string& path);
+  // Closes connection `i`: with a close frame carrying `code`, or, with code 0, by shutting
+  // the TCP connection down without one (what a lost network looks like to the server).
+  void closeConn(size_t i, int code);
+
   // Serves the loop once (waits for at most about 50 ms when nothing happens).
   void serviceOnce();
   // Serves the loop until `done()` or the timeout; false on timeout.
@@ -86,12 +101,17 @@ class ClientFleet {
 
   MessageFn onMessage;
   SentFn onSent;
+  // The connection is established; and, once per connection, it closed or failed.
+  std::function<void(ClientConn&)> onOpen;
+  std::function<void(ClientConn&)> onEnd;
 
   // lws entry point.
   int callback(lws* wsi, int reason, void* user, void* in, size_t len);
 
  private:
   void startOne(int port, const std::string& path);
+  void connectSlot(ClientConn& c, int port, const std::string& path);
+  void endConn(ClientConn& c);
 
   LoopKind loopKind_;
   void* loop_ = nullptr;  // the libev loop (kEpoll)
