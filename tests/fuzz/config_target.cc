@@ -4,7 +4,18 @@
 #include <stdexcept>
 
 #include "config.h"
+#include "dohost/settings.h"
 #include "harness.h"
+
+namespace {
+
+void oneLine(std::string_view message) {
+  if (message.empty() || message.find('\n') != std::string_view::npos) {
+    dohost::fuzz::fail("a config error that is not one line: " + std::string(message));
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
@@ -18,10 +29,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     dohost::applyConfig(table, options);
   } catch (const std::runtime_error& e) {
-    std::string_view message = e.what();
-    if (message.empty() || message.find('\n') != std::string_view::npos) {
-      dohost::fuzz::fail("a config error that is not one line: " + std::string(message));
-    }
+    oneLine(e.what());
+  } catch (const dohost::SettingError& e) {  // a number outside its range
+    oneLine(e.what());
   }
   dohost::fuzz::initialize();  // log_level and log_format may have changed the log
   return 0;

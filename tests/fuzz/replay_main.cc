@@ -8,6 +8,7 @@
 //
 // The input being run is written to <prefix>crash-current first and removed at the end, so
 // an input that stops the process is kept, as libFuzzer keeps it.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
