@@ -18,6 +18,7 @@ const char* appName(SoakApp app) {
     case SoakApp::kBroadcaster: return "broadcaster";
     case SoakApp::kBridge: return "bridge";
     case SoakApp::kHopeflow: return "hopeflow";
+    case SoakApp::kGuide: return "guide";
   }
   return "?";
 }

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,10 +15,12 @@
 
 namespace dohost::bench {
 
-// The bundled apps the soak drives, in the order of their ports.
-enum class SoakApp { kChannels, kBroadcaster, kBridge, kHopeflow };
+// The bundled apps the soak drives, in the order of their ports. Every bundled app belongs
+// here: the host would start one left out on its default address, outside the soak's ports.
+enum class SoakApp { kChannels, kBroadcaster, kBridge, kHopeflow, kGuide };
 inline constexpr SoakApp kSoakApps[] = {SoakApp::kChannels, SoakApp::kBroadcaster, SoakApp::kBridge,
-                                        SoakApp::kHopeflow};
+                                        SoakApp::kHopeflow, SoakApp::kGuide};
+inline constexpr size_t kSoakAppCount = sizeof kSoakApps / sizeof kSoakApps[0];
 const char* appName(SoakApp app);
 
 // One look at the host. Open files are sorted by what they are: sockets, SQLite files (an
@@ -85,7 +88,7 @@ class SoakHost {
   std::string dataDir_;
   double idleEvict_;
   std::vector<std::pair<std::string, std::string>> env_;
-  int ports_[4] = {};
+  int ports_[kSoakAppCount] = {};
   int adminPort_ = 0;
   int lifetime_ = 0;
   SteadyClock::time_point startedAt_;
