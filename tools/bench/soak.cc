@@ -47,6 +47,12 @@ constexpr double kDrainSeconds = 90;
 constexpr size_t kMaxConnecting = 100;
 // Losses described one by one on stderr; the rest are counted.
 constexpr int kLossesDescribed = 20;
+// guide: the shared text every editor of a context works on; editors stop inserting when it is
+// this long (the app's max_document_length is 100,000), so that any run length stays valid.
+constexpr char kGuideSession[] = "s0";
+constexpr size_t kMaxEditText = 50000;
+// guide: messages per `history` page of the checks (the app's largest).
+constexpr int kGuideHistoryPage = 200;
 
 int64_t wallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -71,7 +77,7 @@ std::string plain(const Json& v) { return v.is_string() ? v.get<std::string>() :
 
 // --- the clients ----------------------------------------------------------------------------
 
-enum class Role { kMember, kRuntime, kDataAgent, kAgent, kAdmin };
+enum class Role { kMember, kRuntime, kDataAgent, kAgent, kAdmin, kChat, kAnalytics, kEditor };
 
 const char* roleName(Role r) {
   switch (r) {
@@ -80,6 +86,9 @@ const char* roleName(Role r) {
     case Role::kDataAgent: return "data-agent";
     case Role::kAgent: return "agent";
     case Role::kAdmin: return "admin";
+    case Role::kChat: return "chat";
+    case Role::kAnalytics: return "analytics";
+    case Role::kEditor: return "editor";
   }
   return "?";
 }
@@ -98,9 +107,10 @@ struct Member {
   size_t index = 0;
   size_t group = 0;
   Role role = Role::kMember;
-  std::string user;   // channels and hopeflow
-  std::string token;  // channels and hopeflow
+  std::string user;   // channels, hopeflow and guide
+  std::string token;  // channels, hopeflow and guide
   std::string path;   // the upgrade path
+  bool viaLobby = false;  // guide: authenticates with a first `auth` message
   enum class State { kDown, kConnecting, kOpen } state = State::kDown;
   bool hasSlot = false;
   size_t slot = 0;
@@ -110,8 +120,12 @@ struct Member {
   TimePoint nextAt;      // the next message, or the next connect when down
   int64_t connectWallMs = 0;
   std::string clientId;                    // broadcaster, bridge: from `connected`
-  std::unordered_set<std::string> unechoed;  // channels: sent by this connection, not echoed yet
+  std::unordered_set<std::string> unechoed;  // channels, guide chat and editors: sent by this
+                                             // connection, not echoed yet
   int64_t lastSeq = -1;                    // channels: the last live message's place in the order
+  std::string lastStamp;                   // guide chat: the last live message's timestamp
+  std::string text;                        // guide editors: the session's text, as applied here
+  int64_t version = -1;                    // ... and its version
   Json lastSeenId;                         // channels: the newest message id seen, for `sync`
   std::deque<OwedAnswer> owed;             // bridge agents
   size_t outstanding = 0;                  // routed messages and queries of this connection
@@ -138,6 +152,11 @@ struct Group {
   // broadcaster, bridge: a committed event of this object happened at or after this wall time
   // (a delivered message was sent then, an accepted client started connecting then).
   int64_t activityEvidenceMs = 0;
+  // guide: acknowledged chat messages (the stored message's id -> its tag) and acknowledged
+  // inserts into the shared text (their tags); what was already counted as stored twice.
+  std::unordered_map<std::string, std::string> chatAcked;
+  std::unordered_set<std::string> editsAcked;
+  std::unordered_set<std::string> reportedTwice;
 };
 
 // A broadcaster message sent to one client by id.
@@ -258,12 +277,16 @@ struct Counts {
                        // routed messages, bridge queries
   uint64_t acked = 0;  // ... and were acknowledged: echo, 200, delivery, answer
   uint64_t lostChannel = 0, lostPublish = 0, lostActivity = 0, lostRouted = 0, lostBridge = 0;
+  uint64_t lostGuideChat = 0, lostEdit = 0;
   // Writes of a client that stayed connected with no outcome at all (no echo, no delivery and
   // no error, no answer): dropped silently.
   uint64_t unanswered = 0;
   uint64_t duplicated = 0, outOfOrder = 0, unexpected = 0;
   uint64_t connects = 0, connectFailures = 0, leaves = 0, hostCloses = 0, syncs = 0;
-  uint64_t lost() const { return lostChannel + lostPublish + lostActivity + lostRouted + lostBridge; }
+  uint64_t metricUpdates = 0;  // guide: built-in metric values the analytics subscribers got
+  uint64_t lost() const {
+    return lostChannel + lostPublish + lostActivity + lostRouted + lostBridge + lostGuideChat + lostEdit;
+  }
 };
 
 // --- the run ----------------------------------------------------------------------------------
@@ -279,6 +302,7 @@ class Soak {
   void addGroup(SoakApp app, size_t size, size_t k);
   void addMember(size_t gi);
   std::string tokenFor(const std::string& user, bool write);
+  std::string guideToken(const std::string& user);
   // the loop
   void serveOnce();
   void tick();
@@ -291,6 +315,7 @@ class Soak {
   void actBroadcaster(Member& m);
   void actBridge(Member& m);
   void actHopeflow(Member& m);
+  void actGuide(Member& m);
   void publishDue(TimePoint now);
   void collectPublishes(TimePoint now);
   void checkOutcomes(TimePoint now, bool final);
@@ -302,10 +327,16 @@ class Soak {
   void onBroadcaster(Member& m, const Json& j);
   void onBridge(Member& m, const Json& j);
   void onHopeflow(Member& m, std::string_view text, const Json& j);
+  void onGuide(Member& m, const Json& j);
   // restarts and checks
   void restartHost();
   void verifyChannelsHttp(Group& g);
   void verifyActivity(Group& g, int64_t lastActivity, const char* where);
+  void verifyGuideOnline();
+  void judgeGuideChat(Group& g, const std::unordered_map<std::string, int>& ids,
+                      const std::unordered_map<std::string, int>& tags, const std::string& where);
+  void judgeEdits(Group& g, const std::string& text, const std::string& where);
+  void storedTwice(Group& g, const std::string& tag, const std::string& where);
   void verifyAllOnline();
   void finalOfflineChecks();
   bool runDoctl(const std::vector<std::string>& args, std::string* out);
@@ -369,6 +400,11 @@ std::string Soak::tokenFor(const std::string& user, bool write) {
   return signJwtHs256(claims.dump(), secret_);
 }
 
+// guide: the user is `sub`, its display name `name` (docs/apps/guide.md, "Authentication").
+std::string Soak::guideToken(const std::string& user) {
+  return signJwtHs256(Json{{"sub", user}, {"name", user}}.dump(), secret_);
+}
+
 // Shares of the sockets and the size of each object's group of clients.
 void Soak::buildGroups() {
   struct Share {
@@ -376,10 +412,11 @@ void Soak::buildGroups() {
     double share;
     size_t size;
   };
-  const Share shares[] = {{SoakApp::kChannels, 0.40, 20},
-                          {SoakApp::kBroadcaster, 0.25, 8},
-                          {SoakApp::kBridge, 0.15, 5},
-                          {SoakApp::kHopeflow, 0.20, 4}};
+  const Share shares[] = {{SoakApp::kChannels, 0.34, 20},
+                          {SoakApp::kBroadcaster, 0.21, 8},
+                          {SoakApp::kBridge, 0.13, 5},
+                          {SoakApp::kHopeflow, 0.17, 4},
+                          {SoakApp::kGuide, 0.15, 7}};
   size_t used = 0;
   for (const Share& s : shares) {
     size_t count = std::max<size_t>(1, static_cast<size_t>(static_cast<double>(o_.sockets) * s.share) / s.size);
@@ -398,7 +435,7 @@ void Soak::addGroup(SoakApp app, size_t size, size_t k) {
   Group g;
   g.app = app;
   const char* prefix = app == SoakApp::kChannels ? "soak-c" : app == SoakApp::kBroadcaster ? "soak-b"
-                       : app == SoakApp::kBridge ? "soak-g" : "soak-h";
+                       : app == SoakApp::kBridge ? "soak-g" : app == SoakApp::kHopeflow ? "soak-h" : "soak-ag";
   g.name = prefix + std::to_string(k);
   if (app == SoakApp::kHopeflow) g.publishRate = o_.rate * static_cast<double>(size) / 2;
   groups_.push_back(std::move(g));
@@ -407,7 +444,9 @@ void Soak::addGroup(SoakApp app, size_t size, size_t k) {
 
 // The next member of group `gi`. Channels: a user each. Broadcaster: an admin, then runtimes
 // and data agents in turn. Bridge: an agent, an admin, then runtimes. Hopeflow: sockets of the
-// group's one user.
+// group's one user. Guide (a context): four chat sockets of three users (the second one
+// authenticates by first message, through the lobby; the third user has two sockets), an
+// analytics subscriber of the built-in metrics, then editors of the shared text.
 void Soak::addMember(size_t gi) {
   Group& g = groups_[gi];
   size_t j = g.members.size();
@@ -432,6 +471,26 @@ void Soak::addMember(size_t gi) {
       m.user = g.name;
       m.token = j == 0 ? tokenFor(g.name, false) : members_[g.members[0]].token;
       m.path = "/?token=" + m.token;
+      break;
+    case SoakApp::kGuide:
+      if (j < 4) {
+        m.role = Role::kChat;
+        m.user = g.name + "-u" + std::to_string(std::min<size_t>(j, 2));
+        m.viaLobby = j == 1;
+        m.token = guideToken(m.user);
+        m.path = m.viaLobby ? "/api/chat/ws?contextId=" + g.name
+                            : "/api/chat/ws?token=" + m.token + "&contextId=" + g.name;
+      } else if (j == 4) {
+        m.role = Role::kAnalytics;
+        m.user = g.name + "-a";
+        m.token = guideToken(m.user);
+        m.path = "/api/analytics/ws?token=" + m.token + "&contextId=" + g.name;
+      } else {
+        m.role = Role::kEditor;
+        m.user = g.name + "-e" + std::to_string(j - 5);
+        m.token = guideToken(m.user);
+        m.path = "/api/collaboration/ws?token=" + m.token + "&contextId=" + g.name;
+      }
       break;
   }
   g.members.push_back(m.index);
@@ -565,6 +624,7 @@ void Soak::act(Member& m, TimePoint now) {
     case SoakApp::kBroadcaster: return actBroadcaster(m);
     case SoakApp::kBridge: return actBridge(m);
     case SoakApp::kHopeflow: return actHopeflow(m);
+    case SoakApp::kGuide: return actGuide(m);
   }
 }
 
@@ -655,6 +715,59 @@ void Soak::actHopeflow(Member& m) {
     // Filters already there: the answer lists the same set again.
     fleet_->send(m.slot, R"({"type":"subscribe","filters":[{"type":"soak"}]})");
   }
+}
+
+// guide: chat members chat (each message's content starts with a tag of its own), type, read
+// the history and ping; analytics subscribers ping and subscribe again; editors append a tag of
+// their own to the shared text, at its end as they know it (the room transforms the insert
+// over what others inserted since).
+void Soak::actGuide(Member& m) {
+  Group& g = groups_[m.group];
+  double r = rand01();
+  // The seed's heartbeat exactly is answered by the host without waking the room; any other
+  // spelling reaches the room, which answers it too.
+  const char* ping = rand01() < 0.5 ? R"({"type":"ping"})" : R"({"type": "ping"})";
+  if (m.role == Role::kAnalytics) {
+    if (r < 0.8) {
+      fleet_->send(m.slot, ping);
+    } else {
+      fleet_->send(m.slot, R"({"type":"subscribe","data":{"metrics":["activity","engagement"]}})");
+    }
+    return;
+  }
+  if (m.role == Role::kEditor) {
+    if (r < 0.1 || m.text.size() > kMaxEditText) {
+      fleet_->send(m.slot, ping);
+      return;
+    }
+    std::string tag = "[" + g.name + "/" + std::to_string(++seq_) + "]";
+    m.unechoed.insert(tag);
+    ++n_.sent;
+    fleet_->send(m.slot, Json{{"type", "edit"},
+                              {"data", {{"operation", "insert"},
+                                        {"position", m.text.size()},
+                                        {"content", tag},
+                                        {"version", m.version}}}}
+                             .dump());
+    return;
+  }
+  if (r < 0.05) {
+    fleet_->send(m.slot, Json{{"type", "typing"}, {"data", {{"isTyping", rand01() < 0.7}}}}.dump());
+    return;
+  }
+  if (r < 0.08) {
+    fleet_->send(m.slot, Json{{"type", "history"}, {"data", {{"limit", 20}}}}.dump());
+    return;
+  }
+  if (r < 0.11) {
+    fleet_->send(m.slot, ping);
+    return;
+  }
+  std::string tag = g.name + "/" + std::to_string(++seq_);
+  std::string content = tag + " " + std::string(pick(120), 'x');
+  m.unechoed.insert(tag);
+  ++n_.sent;
+  fleet_->send(m.slot, Json{{"type", "message"}, {"data", {{"content", content}, {"messageType", "text"}}}}.dump());
 }
 
 void Soak::publishDue(TimePoint now) {
@@ -773,8 +886,9 @@ void Soak::checkOutcomes(TimePoint now, bool final) {
   if (final) {
     for (Member& m : members_) {
       if (m.stable(m.gen) && !m.unechoed.empty()) {
-        lose(n_.unanswered, std::to_string(m.unechoed.size()) + " chat message(s) of " + m.user +
-                                 " never echoed, connected throughout (first: " + *m.unechoed.begin() + ")");
+        lose(n_.unanswered, std::to_string(m.unechoed.size()) +
+                                (m.role == Role::kEditor ? " edit(s) of " : " chat message(s) of ") + m.user +
+                                " never echoed, connected throughout (first: " + *m.unechoed.begin() + ")");
       }
     }
   }
@@ -814,8 +928,22 @@ void Soak::onOpen(ClientConn& c) {
   m.owed.clear();
   m.outstanding = 0;
   m.lastSeq = -1;
-  if (groups_[m.group].app == SoakApp::kHopeflow) {
+  m.lastStamp.clear();
+  m.text.clear();
+  m.version = -1;
+  const Group& g = groups_[m.group];
+  if (g.app == SoakApp::kHopeflow) {
     fleet_->send(m.slot, R"({"type":"subscribe","filters":[{"type":"soak"},{"type":"soak","lane":"a"}]})");
+  } else if (g.app == SoakApp::kGuide) {
+    // A chat socket with a token in the query hears nothing on connect: it is in the room.
+    if (m.role == Role::kChat && !m.viaLobby) m.ready = true;
+    if (m.role == Role::kChat && m.viaLobby) {
+      fleet_->send(m.slot, Json{{"type", "auth"}, {"token", m.token}, {"contextId", g.name}}.dump());
+    } else if (m.role == Role::kAnalytics) {
+      fleet_->send(m.slot, R"({"type":"subscribe","data":{"metrics":["activity","engagement"]}})");
+    } else if (m.role == Role::kEditor) {
+      fleet_->send(m.slot, Json{{"type", "join_session"}, {"data", {{"sessionId", kGuideSession}, {"role", "editor"}}}}.dump());
+    }
   }
 }
 
@@ -854,6 +982,7 @@ void Soak::onMessage(ClientConn& c, std::string_view text) {
     case SoakApp::kBroadcaster: return onBroadcaster(m, j);
     case SoakApp::kBridge: return onBridge(m, j);
     case SoakApp::kHopeflow: return onHopeflow(m, text, j);
+    case SoakApp::kGuide: return onGuide(m, j);
   }
 }
 
@@ -1024,6 +1153,94 @@ void Soak::onHopeflow(Member& m, std::string_view text, const Json& j) {
   }
 }
 
+void Soak::onGuide(Member& m, const Json& j) {
+  Group& g = groups_[m.group];
+  std::string type = j.value("type", "");
+  const Json empty = Json::object();
+  const Json& data = j.contains("data") && j["data"].is_object() ? j["data"] : empty;
+  if (type == "error") {
+    ++n_.unexpected;
+    std::fprintf(stderr, "  unexpected error in guide %s (%s): %s\n", g.name.c_str(), roleName(m.role),
+                 j.dump().substr(0, 200).c_str());
+    return;
+  }
+  if (m.role == Role::kChat) {
+    if (type == "auth_success") {
+      m.ready = true;
+      return;
+    }
+    if (type != "message") return;  // history, typing, user_joined, user_left, pong
+    // Timestamps are unique in a room and strictly increase in the order of the broadcasts;
+    // ISO 8601 in UTC with milliseconds sorts as text.
+    std::string stamp = data.value("timestamp", "");
+    if (!m.lastStamp.empty() && stamp <= m.lastStamp) {
+      ++n_.outOfOrder;
+      std::fprintf(stderr, "  out of order in guide %s: %s after %s\n", g.name.c_str(), stamp.c_str(),
+                   m.lastStamp.c_str());
+    }
+    m.lastStamp = stamp;
+    std::string content = data.value("content", "");
+    std::string tag = content.substr(0, content.find(' '));
+    std::string id = data.value("id", "");
+    if (m.unechoed.erase(tag) > 0) {
+      // Its sender saw the broadcast, which goes out after the commit: it is stored.
+      ++n_.acked;
+      if (id.empty() || j.value("id", "") != id) {
+        ++n_.unexpected;
+        std::fprintf(stderr, "  unexpected: guide message %s without its id: %s\n", tag.c_str(),
+                     j.dump().substr(0, 200).c_str());
+      }
+      g.chatAcked[id] = tag;
+    }
+    return;
+  }
+  if (m.role == Role::kAnalytics) {
+    if (type == "subscribed") {
+      m.ready = true;
+    } else if (type == "metric_update") {
+      ++n_.metricUpdates;
+      std::string metric = data.value("metric", "");
+      bool builtIn = metric == "activity" || metric == "engagement";
+      if (!builtIn || !data.contains("value") || !data["value"].is_number_integer() ||
+          data["value"].get<int64_t>() < 0) {
+        ++n_.unexpected;
+        std::fprintf(stderr, "  unexpected metric_update in guide %s: %s\n", g.name.c_str(),
+                     j.dump().substr(0, 200).c_str());
+      }
+    }
+    return;  // pong
+  }
+  // An editor.
+  if (type == "session_state") {
+    m.text = data.value("text", "");
+    m.version = data.value("version", int64_t{-1});
+    m.ready = m.version >= 0;
+    return;
+  }
+  if (type != "edit" || m.version < 0) return;  // participant_joined, participant_left, pong
+  // Every edit of the session, in the room's order: applied here, the text stays the room's.
+  std::string operation = data.value("operation", "");
+  int64_t position = data.value("position", int64_t{-1});
+  int64_t version = data.value("version", int64_t{-1});
+  std::string content = data.value("content", "");
+  bool fits = position >= 0 && static_cast<size_t>(position) <= m.text.size();
+  if (operation != "insert" || !fits || version != m.version + 1) {
+    ++n_.unexpected;
+    std::fprintf(stderr, "  unexpected edit in guide %s at version %lld, text of %zu: %s\n", g.name.c_str(),
+                 static_cast<long long>(m.version), m.text.size(), j.dump().substr(0, 200).c_str());
+    fleet_->send(m.slot, Json{{"type", "join_session"}, {"data", {{"sessionId", kGuideSession}, {"role", "editor"}}}}.dump());
+    m.version = -1;  // the session's state again
+    m.ready = false;
+    return;
+  }
+  m.text.insert(static_cast<size_t>(position), content);
+  m.version = version;
+  if (m.unechoed.erase(content) > 0) {
+    ++n_.acked;
+    g.editsAcked.insert(content);
+  }
+}
+
 // --- restarts and checks ------------------------------------------------------------------------
 
 void Soak::restartHost() {
@@ -1092,8 +1309,189 @@ void Soak::verifyAllOnline() {
       }
       case SoakApp::kHopeflow:
         break;  // nothing stored: its checks are the deliveries of each publish
+      case SoakApp::kGuide:
+        break;  // all contexts at once, below
     }
   }
+  verifyGuideOnline();
+}
+
+// guide: reads each context's chat history (paging back with `before`) and its shared text
+// (`join_session`) over fresh sockets of a fleet of its own, all contexts at once, and finds
+// every acknowledged chat message and insert in them exactly once.
+void Soak::verifyGuideOnline() {
+  struct Check {
+    size_t group = 0;
+    bool chat = true;  // else the shared text
+    std::string path;
+    bool done = false;
+    bool closing = false;
+    std::string failure;
+    std::unordered_map<std::string, int> ids, tags;
+    std::string text;
+  };
+  std::vector<Check> checks;
+  const std::string token = guideToken("soak-checker");
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const Group& g = groups_[gi];
+    if (g.app != SoakApp::kGuide) continue;
+    std::string query = "?token=" + token + "&contextId=" + g.name;
+    for (bool chat : {true, false}) {
+      if (chat ? g.chatAcked.empty() : g.editsAcked.empty()) continue;
+      Check k;
+      k.group = gi;
+      k.chat = chat;
+      k.path = (chat ? "/api/chat/ws" : "/api/collaboration/ws") + query;
+      checks.push_back(std::move(k));
+    }
+  }
+  if (checks.empty()) return;
+  ClientFleet fleet;
+  std::string error;
+  if (!fleet.open(&error)) {
+    lose(n_.lostGuideChat, "guide: no client fleet for the checks: " + error);
+    return;
+  }
+  auto page = [&](size_t i, const std::string& before) {
+    Json data{{"limit", kGuideHistoryPage}};
+    if (!before.empty()) data["before"] = before;
+    fleet.send(i, Json{{"type", "history"}, {"data", data}}.dump());
+  };
+  fleet.onOpen = [&](ClientConn& c) {
+    if (checks[c.index].chat) {
+      page(c.index, "");
+    } else {
+      fleet.send(c.index, Json{{"type", "join_session"},
+                               {"data", {{"sessionId", kGuideSession}, {"role", "checker"}}}}.dump());
+    }
+  };
+  fleet.onEnd = [&](ClientConn& c) {
+    Check& k = checks[c.index];
+    if (!k.done) {
+      k.done = true;
+      k.failure = "the connection ended before the answer" + (c.error.empty() ? "" : ": " + c.error);
+    }
+  };
+  fleet.onMessage = [&](ClientConn& c, std::string_view text, SteadyClock::time_point) {
+    Check& k = checks[c.index];
+    if (k.done) return;
+    Json j = Json::parse(text, nullptr, false);
+    std::string type = j.is_object() ? j.value("type", "") : "";
+    const Json empty = Json::object();
+    const Json& data = j.is_object() && j.contains("data") && j["data"].is_object() ? j["data"] : empty;
+    if (type == "error" || !j.is_object()) {
+      k.done = true;
+      k.failure = "answered " + std::string(text.substr(0, 200));
+    } else if (k.chat && type == "history") {
+      const Json& messages = data.contains("messages") && data["messages"].is_array() ? data["messages"] : empty;
+      std::string oldest;
+      for (const Json& msg : messages) {
+        if (!msg.is_object()) continue;
+        std::string content = msg.value("content", "");
+        ++k.ids[msg.value("id", "")];
+        ++k.tags[content.substr(0, content.find(' '))];
+        if (oldest.empty()) oldest = msg.value("timestamp", "");  // oldest first
+      }
+      if (data.value("hasMore", false) && !oldest.empty()) {
+        page(c.index, oldest);
+      } else {
+        k.done = true;
+      }
+    } else if (!k.chat && type == "session_state") {
+      k.text = data.value("text", "");
+      k.done = true;
+    }
+    // user_joined, participant_joined (live clients at the end), pong: nothing to check.
+  };
+  // At most kMaxConnecting handshakes at once; each check's socket closes when it is done.
+  size_t started = 0;
+  double seconds = 60 + 0.1 * static_cast<double>(checks.size());
+  auto finished = [&] {
+    size_t running = 0;
+    for (size_t i = 0; i < started; ++i) {
+      if (checks[i].done) {
+        if (!checks[i].closing) fleet.closeConn(i, 1000);
+        checks[i].closing = true;
+      } else {
+        ++running;
+      }
+    }
+    while (started < checks.size() && running < kMaxConnecting) {
+      fleet.start(host_->port(SoakApp::kGuide), checks[started++].path);
+      ++running;
+    }
+    return started == checks.size() && running == 0;
+  };
+  fleet.serveUntil(finished, seconds);
+  fleet.onOpen = nullptr;
+  fleet.onEnd = nullptr;
+  fleet.onMessage = nullptr;
+  fleet.close();
+  for (size_t i = 0; i < checks.size(); ++i) {
+    Check& k = checks[i];
+    Group& g = groups_[k.group];
+    std::string what = k.chat ? "the chat history of " + g.name : "the shared text of " + g.name;
+    if (!k.done || !k.failure.empty()) {
+      lose(k.chat ? n_.lostGuideChat : n_.lostEdit,
+           "guide: " + what + " could not be read: " +
+               (k.done ? k.failure : "no answer within " + std::to_string(static_cast<int>(seconds)) + " s"));
+      continue;
+    }
+    if (k.chat) {
+      judgeGuideChat(g, k.ids, k.tags, what);
+    } else {
+      judgeEdits(g, k.text, what);
+    }
+  }
+}
+
+// Every acknowledged chat message of `g` is in `ids` (how often each stored id came) exactly
+// once, and no tag was stored twice.
+void Soak::judgeGuideChat(Group& g, const std::unordered_map<std::string, int>& ids,
+                          const std::unordered_map<std::string, int>& tags, const std::string& where) {
+  for (auto it = g.chatAcked.begin(); it != g.chatAcked.end();) {
+    auto found = ids.find(it->first);
+    if (found == ids.end()) {
+      lose(n_.lostGuideChat, "guide chat message " + it->second + " (" + it->first +
+                                 ") was echoed to its sender but is not in " + where);
+      it = g.chatAcked.erase(it);  // counted once
+      continue;
+    }
+    if (found->second > 1) storedTwice(g, it->first, where);
+    ++it;
+  }
+  for (const auto& [tag, count] : tags) {
+    if (count > 1) storedTwice(g, tag, where);
+  }
+}
+
+// Every acknowledged insert of `g` is in the shared text exactly once, and no tag twice. The
+// inserts only ever land between two tags, so the text is a row of whole tags.
+void Soak::judgeEdits(Group& g, const std::string& text, const std::string& where) {
+  std::unordered_map<std::string, int> tags;
+  for (size_t at = text.find('['); at != std::string::npos; at = text.find('[', at + 1)) {
+    size_t end = text.find(']', at);
+    if (end == std::string::npos) break;
+    ++tags[text.substr(at, end - at + 1)];
+  }
+  for (auto it = g.editsAcked.begin(); it != g.editsAcked.end();) {
+    auto found = tags.find(*it);
+    if (found == tags.end()) {
+      lose(n_.lostEdit, "guide insert " + *it + " was echoed to its editor but is not in " + where);
+      it = g.editsAcked.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  for (const auto& [tag, count] : tags) {
+    if (count > 1) storedTwice(g, tag, where);
+  }
+}
+
+void Soak::storedTwice(Group& g, const std::string& tag, const std::string& where) {
+  if (!g.reportedTwice.insert(tag).second) return;  // each restart reads it all again
+  ++n_.duplicated;
+  std::fprintf(stderr, "  DUPLICATE in %s: %s\n", where.c_str(), tag.c_str());
 }
 
 // Reads what the channel's history gained since the last read and finds every acknowledged
@@ -1154,7 +1552,8 @@ bool Soak::runDoctl(const std::vector<std::string>& args, std::string* out) {
 }
 
 // After the host stopped: the data folder read offline with doctl, every channel's whole
-// history and every project's stored activity.
+// history, every project's stored activity, every guide context's chat messages and shared
+// text.
 void Soak::finalOfflineChecks() {
   if (o_.doctlPath.empty()) return;
   for (Group& g : groups_) {
@@ -1203,6 +1602,41 @@ void Soak::finalOfflineChecks() {
         }
       }
       verifyActivity(g, stored, "in doctl kv");
+    } else if (g.app == SoakApp::kGuide) {
+      // {"columns": [...], "rows": [[...], ...]}
+      auto query = [&](const std::string& cls, const std::string& sql, uint64_t& counter, Json* rows) {
+        Json result;
+        if (runDoctl({"sql", cls, g.name, sql, "--json"}, &out)) result = Json::parse(out, nullptr, false);
+        if (!result.is_object() || !result.contains("rows") || !result["rows"].is_array()) {
+          lose(counter, "doctl sql " + cls + " " + g.name + " failed: " + out.substr(0, 200));
+          return false;
+        }
+        *rows = std::move(result["rows"]);
+        return true;
+      };
+      Json rows;
+      if (!g.chatAcked.empty() &&
+          query("ChatRoom", "SELECT id, content FROM chat_messages", n_.lostGuideChat, &rows)) {
+        std::unordered_map<std::string, int> ids, tags;
+        for (const Json& row : rows) {
+          if (!row.is_array() || row.size() != 2 || !row[0].is_string() || !row[1].is_string()) continue;
+          std::string content = row[1].get<std::string>();
+          ++ids[row[0].get<std::string>()];
+          ++tags[content.substr(0, content.find(' '))];
+        }
+        judgeGuideChat(g, ids, tags, "doctl sql ChatRoom " + g.name);
+      }
+      if (!g.editsAcked.empty() &&
+          query("CollaborationRoom", "SELECT session_id, text FROM collab_sessions", n_.lostEdit, &rows)) {
+        std::string text;
+        for (const Json& row : rows) {
+          if (row.is_array() && row.size() == 2 && row[0].is_string() &&
+              row[0].get<std::string>() == kGuideSession && row[1].is_string()) {
+            text = row[1].get<std::string>();
+          }
+        }
+        judgeEdits(g, text, "doctl sql CollaborationRoom " + g.name);
+      }
     }
   }
 }
@@ -1280,16 +1714,30 @@ void Soak::printSummary(bool ok, const std::vector<std::string>& failures) {
   std::printf("\nsoak %s: %.0f s, %zu sockets, %d restarts by SIGKILL\n", ok ? "passed" : "FAILED",
               secondsBetween(t0_, Clock::now()), members_.size(), host_ ? host_->lifetime() - 1 : 0);
   std::printf("  writes sent %llu, acknowledged %llu, acknowledged and lost %llu (chat %llu, publish %llu, "
-              "activity %llu, routed %llu, bridge %llu), without any outcome %llu, duplicated %llu, out of order %llu\n",
+              "activity %llu, routed %llu, bridge %llu, guide chat %llu, guide edits %llu), without any outcome %llu, "
+              "duplicated %llu, out of order %llu\n",
               static_cast<unsigned long long>(n_.sent), static_cast<unsigned long long>(n_.acked),
               static_cast<unsigned long long>(n_.lost()), static_cast<unsigned long long>(n_.lostChannel),
               static_cast<unsigned long long>(n_.lostPublish), static_cast<unsigned long long>(n_.lostActivity),
               static_cast<unsigned long long>(n_.lostRouted), static_cast<unsigned long long>(n_.lostBridge),
+              static_cast<unsigned long long>(n_.lostGuideChat), static_cast<unsigned long long>(n_.lostEdit),
               static_cast<unsigned long long>(n_.unanswered), static_cast<unsigned long long>(n_.duplicated), static_cast<unsigned long long>(n_.outOfOrder));
   std::printf("  connects %llu (failed %llu), leaves %llu, closed by the host %llu, syncs %llu, unexpected frames %llu\n",
               static_cast<unsigned long long>(n_.connects), static_cast<unsigned long long>(n_.connectFailures),
               static_cast<unsigned long long>(n_.leaves), static_cast<unsigned long long>(n_.hostCloses),
               static_cast<unsigned long long>(n_.syncs), static_cast<unsigned long long>(n_.unexpected));
+  size_t contexts = 0, chats = 0, inserts = 0;
+  for (const Group& g : groups_) {
+    if (g.app != SoakApp::kGuide) continue;
+    ++contexts;
+    chats += g.chatAcked.size();
+    inserts += g.editsAcked.size();
+  }
+  if (contexts > 0) {
+    std::printf("  guide: %zu chat messages and %zu inserts into the shared texts acknowledged and kept in %zu "
+                "contexts (the lost not counted), %llu built-in metric updates\n",
+                chats, inserts, contexts, static_cast<unsigned long long>(n_.metricUpdates));
+  }
   if (!warm_.empty()) {
     std::printf("  warm-up samples (lifetime: RSS, fds, beyond sockets and databases):");
     for (const auto& [k, s] : warm_) std::printf(" %d: %s, %d, %d;", k, mib(s.rssKib).c_str(), s.fds, s.residualFds());
@@ -1350,25 +1798,37 @@ int Soak::run() {
   }
   dir_ = pattern;
   buildGroups();
-  size_t per[4] = {};
+  size_t per[kSoakAppCount] = {};
   for (const Group& g : groups_) per[static_cast<size_t>(g.app)] += g.members.size();
-  std::printf("dohost-soak: %zu sockets (channels %zu in %zu, broadcaster %zu, bridge %zu, hopeflow %zu), "
-              "%.0f s, SIGKILL every %.0f s on average, seed %llu, idle-evict %g s\n  host %s\n  data %s\n",
-              members_.size(), per[0],
-              static_cast<size_t>(std::count_if(groups_.begin(), groups_.end(),
-                                                [](const Group& g) { return g.app == SoakApp::kChannels; })),
-              per[1], per[2], per[3], o_.seconds, o_.killEvery, static_cast<unsigned long long>(o_.seed),
+  auto objects = [&](SoakApp app) {
+    return static_cast<size_t>(std::count_if(groups_.begin(), groups_.end(), [&](const Group& g) { return g.app == app; }));
+  };
+  std::printf("dohost-soak: %zu sockets (channels %zu in %zu, broadcaster %zu, bridge %zu, hopeflow %zu, "
+              "guide %zu in %zu contexts), %.0f s, SIGKILL every %.0f s on average, seed %llu, idle-evict %g s\n"
+              "  host %s\n  data %s\n",
+              members_.size(), per[0], objects(SoakApp::kChannels), per[1], per[2], per[3], per[4],
+              objects(SoakApp::kGuide), o_.seconds, o_.killEvery, static_cast<unsigned long long>(o_.seed),
               o_.idleEvict, o_.dohostPath.c_str(), dir_.c_str());
   std::fflush(stdout);
 
   size_t biggest = 0;
   for (const Group& g : groups_) biggest = std::max(biggest, g.members.size());
+  // guide: its rate limits are per client IP, and every socket of the soak comes from
+  // 127.0.0.1, so they are raised out of the way. The engagement window is short: the chat
+  // room's alarm that pushes the lower count fires early in a quiet time, not through it (which
+  // would keep the room from being evicted).
+  const std::string unlimited = "1000000000";
   host_ = std::make_unique<SoakHost>(
       o_.dohostPath, dir_, o_.idleEvict,
       std::vector<std::pair<std::string, std::string>>{
           {"JWT_SECRET", secret_},
           {"DOHOST_CHANNELS_MAX_CONNECTIONS", std::to_string(biggest + 10)},
-          {"DOHOST_HOPEFLOW_ACK_TIMEOUT_MS", std::to_string(kAckTimeoutMs)}});
+          {"DOHOST_HOPEFLOW_ACK_TIMEOUT_MS", std::to_string(kAckTimeoutMs)},
+          {"DOHOST_GUIDE_CONNECTIONS_PER_MINUTE", unlimited},
+          {"DOHOST_GUIDE_MESSAGES_PER_MINUTE", unlimited},
+          {"DOHOST_GUIDE_BROADCASTS_PER_MINUTE", unlimited},
+          {"DOHOST_GUIDE_ENGAGEMENT_WINDOW_MS",
+           std::to_string(std::max<int64_t>(1, static_cast<int64_t>(o_.idleEvict * 250)))}});
   std::string error;
   if (!host_->start(&error)) {
     std::fprintf(stderr, "dohost-soak: the host did not start: %s\n", error.c_str());
