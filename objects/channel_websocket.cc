@@ -16,14 +16,12 @@ namespace dohost::objects {
 namespace {
 
 using nlohmann::json;
+using channel::After;
 using channel::dump;
 using channel::jsonError;
 using channel::parseInt;
 using channel::trim;
 using channel::unauthorized;
-
-
-
 
 void sendJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
 
@@ -31,30 +29,16 @@ void sendJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
 constexpr char kInvalidFormat[] = "Invalid message format";
 constexpr char kUnknownType[] = "Unknown message type";
 constexpr char kNoWrite[] = "No write permission";
+// dohost's: a sync from an id this channel never stored.
+constexpr char kUnknownId[] = "Unknown message id";
 
 void sendError(WebSocket& ws, std::string_view message) {
   sendJson(ws, json{{"type", "error"}, {"message", message}});
 }
 
-
-
-// A message id a client sent: a non-negative integer, as a number or a decimal string.
-std::optional<int64_t> messageIdFrom(const json& value) {
-  if (value.is_number_unsigned()) {
-    uint64_t v = value.get<uint64_t>();
-    if (v > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
-    return static_cast<int64_t>(v);
-  }
-  if (value.is_number_integer()) {
-    int64_t v = value.get<int64_t>();
-    return v < 0 ? std::nullopt : std::optional<int64_t>(v);
-  }
-  if (value.is_null()) return 0;
-  if (value.is_string()) {
-    auto v = parseInt(value.get_ref<const std::string&>());
-    if (v && *v >= 0) return v;
-  }
-  return std::nullopt;
+// The id is echoed so that a client can tell which request failed (and fall back to a seq).
+void sendUnknownId(WebSocket& ws, const std::string& id) {
+  sendJson(ws, json{{"type", "error"}, {"message", kUnknownId}, {"afterMessageId", id}});
 }
 
 // Identifies the current host process. Member rows of sharded channels carry it, so rows
@@ -74,6 +58,12 @@ bool hasPermission(const json& attachment, std::string_view permission) {
   return std::any_of(it->begin(), it->end(), [&](const json& p) {
     return p.is_string() && p.get_ref<const std::string&>() == permission;
   });
+}
+
+// A member's value, or null when it is missing.
+json field(const json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() ? *it : json();
 }
 
 std::string str(const json& object, const char* key) {
@@ -114,9 +104,11 @@ json onlineUserFrom(const json& attachment) {
   return u;
 }
 
-// Sends `messages` (ascending ids after `after`) as sync pages; `hasMore` says whether the
-// history holds more after the last one (the client then asks again from there).
-void sendSyncPages(WebSocket& ws, int64_t after, const json& messages, bool hasMore) {
+// Sends `messages` (ascending seqs after `afterSeq`, the message `afterId` or null) as sync
+// pages; `hasMore` says whether the history holds more after the last one (the client then
+// asks again from there).
+void sendSyncPages(WebSocket& ws, const json& afterId, int64_t afterSeq, const json& messages,
+                   bool hasMore) {
   size_t total = messages.size();
   size_t pages = std::max<size_t>(1, (total + kChannelSyncPageSize - 1) / kChannelSyncPageSize);
   for (size_t page = 0; page < pages; ++page) {
@@ -126,7 +118,8 @@ void sendSyncPages(WebSocket& ws, int64_t after, const json& messages, bool hasM
     for (size_t i = begin; i < end; ++i) slice.push_back(messages[i]);
     bool last = page + 1 == pages;
     sendJson(ws, json{{"type", "sync"},
-                      {"afterMessageId", after},
+                      {"afterMessageId", afterId},
+                      {"afterSeq", afterSeq},
                       {"page", page},
                       {"messages", std::move(slice)},
                       {"done", last},
@@ -134,16 +127,22 @@ void sendSyncPages(WebSocket& ws, int64_t after, const json& messages, bool hasM
   }
 }
 
-const char kSchema[] = R"(
+// `seq` is the channel's order (the rowid, so a replay reads a range of the primary key);
+// `id` is the UUID clients see. The previous version had `id INTEGER PRIMARY KEY` (what is
+// now `seq`) and no UUID; ensureSchema() migrates such a table.
+const char kMessagesSchema[] = R"(
 CREATE TABLE IF NOT EXISTS channel_messages (
-  id INTEGER PRIMARY KEY,
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
   channel TEXT NOT NULL,
   user_id TEXT NOT NULL,
   username TEXT NOT NULL,
   content TEXT NOT NULL,
   timestamp INTEGER NOT NULL,
   thread_id
-);
+))";
+
+const char kMembersSchema[] = R"(
 CREATE TABLE IF NOT EXISTS channel_members (
   epoch INTEGER NOT NULL,
   shard INTEGER NOT NULL,
@@ -155,16 +154,21 @@ CREATE TABLE IF NOT EXISTS channel_members (
   PRIMARY KEY (epoch, shard, socket_id)
 ))";
 
-const char kMessageColumns[] = "id, channel, user_id, username, content, timestamp, thread_id";
+// Old rows are copied into the new table this many at a time.
+constexpr int64_t kMigrationBatch = 1000;
+
+const char kMessageColumns[] =
+    "seq, id, channel, user_id, username, content, timestamp, thread_id";
 
 json messageFromRow(const SqlRow& row) {
-  json m = {{"id", row.integer(0)},
-            {"channelId", row.text(1)},
-            {"userId", row.text(2)},
-            {"username", row.text(3)},
-            {"content", row.text(4)},
-            {"timestamp", row.integer(5)}};
-  const SqlValue& thread = row[6];
+  json m = {{"id", row.text(1)},
+            {"seq", row.integer(0)},
+            {"channelId", row.text(2)},
+            {"userId", row.text(3)},
+            {"username", row.text(4)},
+            {"content", row.text(5)},
+            {"timestamp", row.integer(6)}};
+  const SqlValue& thread = row[7];
   if (auto* i = std::get_if<int64_t>(&thread)) {
     m["threadId"] = *i;
   } else if (auto* s = std::get_if<std::string>(&thread)) {
@@ -230,11 +234,13 @@ Response ChannelWebSocket::connect(Request& request) {
                      {"joinedAt", toUnixMillis(state_.now())},
                      {"permissions", identity.value("permissions", json::array())}};
   ws.serializeAttachment(dump(attachment));
+  json last = lastMessage();
   sendJson(ws, json{{"type", "initial_state"},
                     {"channelId", channelId_},
                     {"messages", recentMessages(kChannelRecentMessages)},
                     {"onlineUsers", onlineUsers()},
-                    {"lastMessageId", lastMessageId()}});
+                    {"lastMessageId", last["id"]},
+                    {"lastSeq", last["seq"]}});
   // Others hear of a user once, when their first socket joins.
   if (state_.countWebSockets(userTag(userId)) == 1) publishEvent(dump(userConnected(attachment)), &ws);
   return Response::webSocket(ws);
@@ -309,7 +315,7 @@ void ChannelWebSocket::handleChat(WebSocket& ws, const json& attachment, const j
     json stored = storeMessage(userId, username, content, threadId);
     std::string frame = dump(json{{"type", "message"}, {"message", stored}});
     state_.broadcast(frame);
-    fanOut(frame, std::nullopt, stored["id"].get<int64_t>());
+    fanOut(frame, std::nullopt, stored["seq"].get<int64_t>());
     return;
   }
   // A shard forwards to the channel object, which stores and fans out to every shard (this
@@ -366,34 +372,46 @@ void ChannelWebSocket::handlePresence(WebSocket& ws, json attachment, const json
 }
 
 void ChannelWebSocket::handleSync(WebSocket& ws, const json& message) {
-  auto it = message.find("afterMessageId");
-  std::optional<int64_t> after = it == message.end() ? std::optional<int64_t>(0) : messageIdFrom(*it);
+  std::optional<After> after = channel::syncAfter(message);
   if (!after) {
     sendError(ws, kInvalidFormat);
     return;
   }
   if (!shard_) {
-    json messages = messagesAfter(*after, kChannelSyncMaxPerRequest + 1);
+    if (!resolve(*after)) {
+      sendUnknownId(ws, after->id);
+      return;
+    }
+    json messages = messagesAfter(after->seq, kChannelSyncMaxPerRequest + 1);
     bool more = messages.size() > kChannelSyncMaxPerRequest;
     if (more) messages.erase(messages.size() - 1);
-    sendSyncPages(ws, *after, messages, more);
+    sendSyncPages(ws, idOf(*after), after->seq, messages, more);
     return;
   }
-  int64_t from = *after;
-  callChannel("/internal/history",
-              dump(json{{"after", from}, {"limit", kChannelSyncMaxPerRequest + 1}}),
-              [ws, from](Response reply) mutable {
-                if (!ws.isOpen()) return;
-                json body = parseJson(reply.body()).value_or(json());
-                if (reply.status() != 200 || !body.is_object() || !body["messages"].is_array()) {
-                  sendError(ws, "History not available");
-                  return;
-                }
-                json& messages = body["messages"];
-                bool more = messages.size() > kChannelSyncMaxPerRequest;
-                if (more) messages.erase(messages.size() - 1);
-                sendSyncPages(ws, from, messages, more);
-              });
+  // The history is the channel object's: it resolves the id and reads the pages.
+  json ask = {{"limit", kChannelSyncMaxPerRequest + 1}};
+  if (!after->id.empty()) {
+    ask["afterMessageId"] = after->id;
+  } else {
+    ask["afterSeq"] = after->seq;
+  }
+  callChannel("/internal/history", dump(ask), [ws, id = after->id](Response reply) mutable {
+    if (!ws.isOpen()) return;
+    if (reply.status() == 404 && !id.empty()) {
+      sendUnknownId(ws, id);
+      return;
+    }
+    json body = parseJson(reply.body()).value_or(json());
+    if (reply.status() != 200 || !body.is_object() || !body["messages"].is_array()) {
+      sendError(ws, "History not available");
+      return;
+    }
+    json& messages = body["messages"];
+    bool more = messages.size() > kChannelSyncMaxPerRequest;
+    if (more) messages.erase(messages.size() - 1);
+    sendSyncPages(ws, field(body, "afterMessageId"), body.value("afterSeq", int64_t{0}),
+                  messages, more);
+  });
 }
 
 void ChannelWebSocket::webSocketClose(WebSocket ws, const CloseInfo& info) { socketGone(ws); }
@@ -439,8 +457,73 @@ BroadcastOptions ChannelWebSocket::liveSockets(const WebSocket* except) const {
 
 void ChannelWebSocket::ensureSchema() {
   if (schemaReady_) return;
-  state_.storage().sql().exec(kSchema);
+  Sql& sql = state_.storage().sql();
+  SqlCursor columns = sql.exec("PRAGMA table_info(channel_messages)");
+  bool hasSeq = false;
+  for (SqlRow column : columns) hasSeq = hasSeq || column.text(1) == "seq";
+  if (columns.size() > 0 && !hasSeq) migrateIntegerIds();
+  sql.exec(kMessagesSchema);
+  sql.exec(kMembersSchema);
   schemaReady_ = true;
+}
+
+// A history the previous version wrote: `id INTEGER PRIMARY KEY` was the order and there was
+// no UUID. The table is rebuilt in the new shape in one transaction (all of it or nothing,
+// also if the host dies half-way): each old id becomes the row's `seq`, so a position a
+// client kept still names the same message, and each row gets a new UUID as its `id`.
+void ChannelWebSocket::migrateIntegerIds() {
+  Sql& sql = state_.storage().sql();
+  int64_t migrated = 0;
+  state_.storage().transaction([&] {
+    sql.exec("ALTER TABLE channel_messages RENAME TO channel_messages_v1");
+    sql.exec(kMessagesSchema);
+    std::optional<int64_t> last;
+    while (true) {
+      SqlCursor page =
+          last ? sql.exec("SELECT id FROM channel_messages_v1 WHERE id > ? ORDER BY id LIMIT ?",
+                          *last, kMigrationBatch)
+               : sql.exec("SELECT id FROM channel_messages_v1 ORDER BY id LIMIT ?",
+                          kMigrationBatch);
+      if (page.size() == 0) break;
+      // [[old id, new UUID], ...]: one statement per batch, however long the history.
+      json pairs = json::array();
+      for (SqlRow row : page) pairs.push_back(json::array({row.integer(0), newUuid()}));
+      last = page.row(page.size() - 1).integer(0);
+      sql.exec(
+          "INSERT INTO channel_messages "
+          "(seq, id, channel, user_id, username, content, timestamp, thread_id) "
+          "SELECT old.id, json_extract(p.value, '$[1]'), old.channel, old.user_id, "
+          "old.username, old.content, old.timestamp, old.thread_id "
+          "FROM json_each(?) AS p JOIN channel_messages_v1 AS old "
+          "ON old.id = json_extract(p.value, '$[0]')",
+          dump(pairs));
+      migrated += static_cast<int64_t>(page.size());
+    }
+    sql.exec("DROP TABLE channel_messages_v1");
+  });
+  logLine(LogLevel::kInfo,
+          "channel history migrated to UUID message ids: " + std::to_string(migrated) +
+              " messages, each old id kept as its seq",
+          state_.className(), state_.id());
+}
+
+bool ChannelWebSocket::resolve(After& after) {
+  if (after.id.empty()) return true;
+  ensureSchema();
+  SqlCursor c = state_.storage().sql().exec("SELECT seq FROM channel_messages WHERE id = ?",
+                                            after.id);
+  if (c.size() == 0) return false;
+  after.seq = c.row(0).integer(0);
+  return true;
+}
+
+ChannelWebSocket::json ChannelWebSocket::idOf(const After& after) {
+  if (!after.id.empty()) return after.id;
+  if (after.seq <= 0) return nullptr;
+  ensureSchema();
+  SqlCursor c = state_.storage().sql().exec("SELECT id FROM channel_messages WHERE seq = ?",
+                                            after.seq);
+  return c.size() == 0 ? json() : json(c.row(0).text(0));
 }
 
 ChannelWebSocket::json ChannelWebSocket::storeMessage(const std::string& userId,
@@ -452,11 +535,16 @@ ChannelWebSocket::json ChannelWebSocket::storeMessage(const std::string& userId,
   SqlValue thread = nullptr;
   if (threadId.is_string()) thread = threadId.get<std::string>();
   if (threadId.is_number_integer()) thread = threadId.get<int64_t>();
+  // A new UUID for every message (the UNIQUE column makes sure it is never reused); the seq
+  // is the next rowid, one more than the last message's.
+  std::string id = newUuid();
   SqlCursor c = state_.storage().sql().exec(
-      "INSERT INTO channel_messages (channel, user_id, username, content, timestamp, thread_id) "
-      "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-      channelId_, userId, username, content, timestamp, thread);
-  json m = {{"id", c.one().integer(0)},
+      "INSERT INTO channel_messages "
+      "(id, channel, user_id, username, content, timestamp, thread_id) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+      id, channelId_, userId, username, content, timestamp, thread);
+  json m = {{"id", id},
+            {"seq", c.one().integer(0)},
             {"channelId", channelId_},
             {"userId", userId},
             {"username", username},
@@ -470,28 +558,30 @@ ChannelWebSocket::json ChannelWebSocket::recentMessages(size_t count) {
   ensureSchema();
   SqlCursor c = state_.storage().sql().exec(
       std::string("SELECT ") + kMessageColumns +
-          " FROM channel_messages ORDER BY id DESC LIMIT ?",
+          " FROM channel_messages ORDER BY seq DESC LIMIT ?",
       static_cast<int64_t>(count));
   json out = json::array();
   for (size_t i = c.size(); i-- > 0;) out.push_back(messageFromRow(c.row(i)));
   return out;
 }
 
-ChannelWebSocket::json ChannelWebSocket::messagesAfter(int64_t after, size_t limit) {
+ChannelWebSocket::json ChannelWebSocket::messagesAfter(int64_t afterSeq, size_t limit) {
   ensureSchema();
   SqlCursor c = state_.storage().sql().exec(
       std::string("SELECT ") + kMessageColumns +
-          " FROM channel_messages WHERE id > ? ORDER BY id LIMIT ?",
-      after, static_cast<int64_t>(limit));
+          " FROM channel_messages WHERE seq > ? ORDER BY seq LIMIT ?",
+      afterSeq, static_cast<int64_t>(limit));
   json out = json::array();
   for (SqlRow row : c) out.push_back(messageFromRow(row));
   return out;
 }
 
-int64_t ChannelWebSocket::lastMessageId() {
+ChannelWebSocket::json ChannelWebSocket::lastMessage() {
   ensureSchema();
-  SqlCursor c = state_.storage().sql().exec("SELECT coalesce(max(id), 0) FROM channel_messages");
-  return c.one().integer(0);
+  SqlCursor c = state_.storage().sql().exec(
+      "SELECT seq, id FROM channel_messages ORDER BY seq DESC LIMIT 1");
+  if (c.size() == 0) return json{{"id", nullptr}, {"seq", 0}};
+  return json{{"id", c.row(0).text(1)}, {"seq", c.row(0).integer(0)}};
 }
 
 ChannelWebSocket::json ChannelWebSocket::onlineUsers() {
@@ -564,11 +654,13 @@ void ChannelWebSocket::fanOut(const std::string& frame, std::optional<int> excep
 }
 
 Response ChannelWebSocket::history(Request& request) {
-  int64_t after = 0;
-  if (auto text = request.queryParam("after"); text && !text->empty()) {
-    std::optional<int64_t> v = messageIdFrom(json(*text));
-    if (!v) return jsonError(400, "after must be a message id (a non-negative integer)");
-    after = *v;
+  After after;
+  if (auto text = request.queryParam("after")) {
+    std::optional<After> v = channel::afterParam(*text);
+    if (!v) {
+      return jsonError(400, "after must be a message id (a UUID) or a seq (an integer >= 0)");
+    }
+    after = std::move(*v);
   }
   size_t limit = kChannelHistoryDefaultLimit;
   if (auto text = request.queryParam("limit"); text && !text->empty()) {
@@ -578,15 +670,20 @@ Response ChannelWebSocket::history(Request& request) {
     }
     limit = static_cast<size_t>(*v);
   }
-  json messages = messagesAfter(after, limit + 1);
+  if (!resolve(after)) return jsonError(404, "no message " + after.id + " in this channel");
+  json afterId = idOf(after);
+  json messages = messagesAfter(after.seq, limit + 1);
   bool more = messages.size() > limit;
   if (more) messages.erase(messages.size() - 1);
-  int64_t last = messages.empty() ? after : messages.back()["id"].get<int64_t>();
+  json lastId = messages.empty() ? afterId : messages.back()["id"];
+  json lastSeq = messages.empty() ? json(after.seq) : messages.back()["seq"];
   return Response::json(200, dump(json{{"channelId", channelId_},
-                                       {"afterMessageId", after},
+                                       {"afterMessageId", std::move(afterId)},
+                                       {"afterSeq", after.seq},
                                        {"messages", std::move(messages)},
                                        {"hasMore", more},
-                                       {"lastMessageId", last}}));
+                                       {"lastMessageId", std::move(lastId)},
+                                       {"lastSeq", std::move(lastSeq)}}));
 }
 
 // Requests from other objects of this class (never from outside: see ChannelsApp::route).
@@ -629,8 +726,8 @@ Response ChannelWebSocket::internal(Request& request) {
     json stored = storeMessage(str(body, "userId"), str(body, "username"), content, threadId);
     std::string frame = dump(json{{"type", "message"}, {"message", stored}});
     state_.broadcast(frame);
-    fanOut(frame, std::nullopt, stored["id"].get<int64_t>());
-    return Response::json(200, dump(json{{"id", stored["id"]}}));
+    fanOut(frame, std::nullopt, stored["seq"].get<int64_t>());
+    return Response::json(200, dump(json{{"id", stored["id"]}, {"seq", stored["seq"]}}));
   }
   if (path == "/internal/join") {
     if (!origin) return jsonError(400, "shard missing");
@@ -649,9 +746,11 @@ Response ChannelWebSocket::internal(Request& request) {
       state_.broadcast(frame);
       fanOut(frame, origin, std::nullopt);
     }
+    json last = lastMessage();
     return Response::json(200, dump(json{{"messages", recentMessages(kChannelRecentMessages)},
                                          {"onlineUsers", onlineUsers()},
-                                         {"lastMessageId", lastMessageId()},
+                                         {"lastMessageId", last["id"]},
+                                         {"lastSeq", last["seq"]},
                                          {"memberCount", members + 1}}));
   }
   if (path == "/internal/leave") {
@@ -681,10 +780,18 @@ Response ChannelWebSocket::internal(Request& request) {
     return Response::json(200, "{}");
   }
   if (path == "/internal/history") {
-    int64_t after = std::max<int64_t>(0, body.value("after", int64_t{0}));
+    After after;
+    if (auto id = body.find("afterMessageId"); id != body.end() && id->is_string()) {
+      after.id = id->get<std::string>();
+    } else if (auto seq = body.find("afterSeq"); seq != body.end() && seq->is_number_integer()) {
+      after.seq = std::max<int64_t>(0, seq->get<int64_t>());
+    }
     int64_t limit = std::clamp<int64_t>(body.value("limit", int64_t{1}), 1,
                                         static_cast<int64_t>(kChannelSyncMaxPerRequest + 1));
-    return Response::json(200, dump(json{{"messages", messagesAfter(after, limit)}}));
+    if (!resolve(after)) return jsonError(404, kUnknownId);
+    return Response::json(200, dump(json{{"messages", messagesAfter(after.seq, limit)},
+                                         {"afterMessageId", idOf(after)},
+                                         {"afterSeq", after.seq}}));
   }
   return jsonError(404, "not found");
 }
@@ -742,7 +849,8 @@ void ChannelWebSocket::joined(WebSocket ws, const Response& reply) {
                     {"channelId", channelId_},
                     {"messages", body.value("messages", json::array())},
                     {"onlineUsers", body.value("onlineUsers", json::array())},
-                    {"lastMessageId", body.value("lastMessageId", int64_t{0})}});
+                    {"lastMessageId", field(body, "lastMessageId")},
+                    {"lastSeq", body.value("lastSeq", int64_t{0})}});
 }
 
 void ChannelWebSocket::callChannel(const std::string& path, std::string body,

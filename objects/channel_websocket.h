@@ -1,8 +1,9 @@
 // ChannelWebSocket: persisted chat channels with replay (seed 004), and the `channels` app that
 // routes clients to them. The protocol is documented in docs/apps/channels.md.
 //
-// One object per channel keeps the history (its own SQL table, one INTEGER id sequence, so the
-// channel has a total order) and, unsharded, the channel's sockets. With `shards` > 1 the
+// One object per channel keeps the history (its own SQL table; each message has a UUID `id`, as
+// in the seed, and an INTEGER `seq`, one sequence, so the channel has a total order) and,
+// unsharded, the channel's sockets. With `shards` > 1 the
 // sockets are spread by user over shard objects named "<channelId>#<k>"; the channel object
 // (named "<channelId>") stays the only writer of the history and fans each committed message
 // out to the shards that have members, which broadcast it locally.
@@ -23,6 +24,10 @@
 
 namespace dohost::objects {
 
+namespace channel {
+struct After;  // objects/channel_common.h
+}
+
 inline constexpr char kChannelClass[] = "ChannelWebSocket";
 
 // Headers only the router sets (it removes any copy a client sent): the verified identity
@@ -32,6 +37,7 @@ inline constexpr char kChannelMaxConnectionsHeader[] = "x-channel-max-connection
 // Marks requests one channel object sends another (stub calls). The router removes it too and
 // never forwards an /internal/ path, so these requests cannot come from outside.
 inline constexpr char kChannelInternalHeader[] = "x-channel-internal";
+// The `seq` of the message a delivery carries (a shard drops a repeat).
 inline constexpr char kChannelSeqHeader[] = "x-channel-seq";
 inline constexpr char kChannelMembersHeader[] = "x-channel-members";
 
@@ -77,12 +83,19 @@ class ChannelWebSocket final : public DurableObject {
   // --- channel role: the history and the fan-out -------------------------------------
   Response history(Request& request);
   Response internal(Request& request);
+  // Creates the tables, or migrates a history the previous version wrote (integer ids).
   void ensureSchema();
+  void migrateIntegerIds();
   json storeMessage(const std::string& userId, const std::string& username,
                     const std::string& content, const json& threadId);
   json recentMessages(size_t count);
-  json messagesAfter(int64_t after, size_t limit);
-  int64_t lastMessageId();
+  json messagesAfter(int64_t afterSeq, size_t limit);
+  // Sets after.seq from after.id; false if the channel has no message with that id.
+  bool resolve(channel::After& after);
+  // The UUID of the message a resolved position names, or null (the start, or past the end).
+  json idOf(const channel::After& after);
+  // {"id": UUID or null, "seq": 0 when the history is empty} of the newest message.
+  json lastMessage();
   json onlineUsers();
   // Drops member rows left by an earlier process of the host (their sockets died with it).
   void forgetOldMembers();
@@ -109,7 +122,7 @@ class ChannelWebSocket final : public DurableObject {
   std::optional<std::vector<int>> memberShards_;
   int64_t memberCount_ = 0;  // valid with memberShards_
   // Shard role: sockets accepted but not yet sent initial_state (a join call is pending,
-  // which keeps this instance in memory), the highest message id broadcast here, and the
+  // which keeps this instance in memory), the highest message seq broadcast here, and the
   // last known number of members on the other shards (for the connection limit).
   std::map<uint64_t, WebSocket> joining_;
   int64_t lastSeq_ = 0;

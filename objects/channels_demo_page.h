@@ -3,7 +3,9 @@
 //
 // What it shows: joining a channel with a token, sending and reading messages, who is typing
 // and who is online, and the seed's reconnection (exponential backoff from 1 s up to 30 s, a
-// queue for messages typed while offline, `sync` from the last message id after reconnecting).
+// queue for messages typed while offline, `sync` from the last message id after reconnecting:
+// the UUID `id` of the newest message seen, as the seed's client sends it; the page orders
+// messages by their `seq`).
 // A link may carry `#channel=<id>&token=<jwt>` to join at once; the fragment never reaches
 // the server. `window.channelClient` is the live client, for debugging and for the tests.
 #pragma once
@@ -93,7 +95,8 @@ class ChannelClient {
     this.everOpened = false;
     this.syncPages = 0;        // sync frames received
     this.messageQueue = [];
-    this.lastMessageId = 0;
+    this.lastMessageId = null; // the id (a UUID) of the newest message seen, for sync
+    this.lastSeq = 0;          // and its seq: the channel's order
     this.stopped = false;
     this.timer = null;
   }
@@ -112,18 +115,25 @@ class ChannelClient {
       this.handlers.state("open", "connected");
       this.flushMessageQueue();
       // Ask for what we missed while away.
-      if (this.lastMessageId) this.sync(this.lastMessageId);
+      if (this.lastMessageId) this.sync({ afterMessageId: this.lastMessageId });
     };
     ws.onmessage = (event) => {
       let data;
       try { data = JSON.parse(event.data); } catch (e) { return; }
-      if (data.type === "message") this.seen(data.message.id);
-      if (data.type === "initial_state") data.messages.forEach((m) => this.seen(m.id));
+      if (data.type === "message") this.seen(data.message);
+      if (data.type === "initial_state") data.messages.forEach((m) => this.seen(m));
       if (data.type === "sync") {
         this.syncPages++;
-        data.messages.forEach((m) => this.seen(m.id));
+        data.messages.forEach((m) => this.seen(m));
         // One answer holds at most 1,000 messages; ask again from the last one.
-        if (data.done && data.hasMore) this.sync(this.lastMessageId);
+        if (data.done && data.hasMore) this.sync({ afterMessageId: this.lastMessageId });
+      }
+      if (data.type === "error" && data.afterMessageId !== undefined) {
+        // The channel does not know the message we saw last (its history was replaced):
+        // read it all again from the start; messages merge by id.
+        this.lastMessageId = null;
+        this.lastSeq = 0;
+        this.sync({ afterSeq: 0 });
       }
       this.handlers.event(data);
     };
@@ -141,12 +151,16 @@ class ChannelClient {
     ws.onerror = () => {};
   }
 
-  seen(id) {
-    if (typeof id === "number" && id > this.lastMessageId) this.lastMessageId = id;
+  seen(m) {
+    if (typeof m.seq === "number" && m.seq > this.lastSeq) {
+      this.lastSeq = m.seq;
+      this.lastMessageId = m.id;
+    }
   }
 
-  sync(afterMessageId) {
-    this.ws.send(JSON.stringify({ type: "sync", afterMessageId }));
+  // from: {afterMessageId: "<uuid>"} or {afterSeq: n}
+  sync(from) {
+    this.ws.send(JSON.stringify({ type: "sync", ...from }));
   }
 
   scheduleReconnect(code, reason) {
@@ -184,7 +198,7 @@ class ChannelClient {
 }
 
 const $ = (id) => document.getElementById(id);
-const messages = new Map();   // id -> message: replays and live copies merge by id
+const messages = new Map();   // id (a UUID) -> message: replays and live copies merge by id
 const online = new Map();     // userId -> {username, status}
 const typing = new Map();     // userId -> {username, until}
 let client = null;
@@ -198,6 +212,7 @@ function addMessage(m) {
   messages.set(m.id, m);
   const li = document.createElement("li");
   li.dataset.id = m.id;
+  li.dataset.seq = m.seq;
   const when = document.createElement("span");
   when.className = "when";
   when.textContent = time(m.timestamp);
@@ -214,11 +229,11 @@ function addMessage(m) {
     t.textContent = `thread ${m.threadId}`;
     li.append(t);
   }
-  // Keep id order even when a replayed message arrives after newer live ones.
+  // Keep seq order even when a replayed message arrives after newer live ones.
   const list = $("messages");
   let before = null;
   for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
-    if (Number(node.dataset.id) < m.id) break;
+    if (Number(node.dataset.seq) < m.seq) break;
     before = node;
   }
   const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;

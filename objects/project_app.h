@@ -17,6 +17,7 @@
 
 #include "dohost/dohost.h"
 #include "dohost/json.h"
+#include "objects/uuid.h"
 
 namespace dohost::objects::project {
 
@@ -40,27 +41,7 @@ inline std::string dump(const Json& j, int indent = -1) {
 }
 
 // A random (version 4) UUID, like crypto.randomUUID() in the seeds' Workers.
-inline std::string newUuid() {
-  static thread_local std::mt19937_64 rng{[] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }()};
-  uint64_t hi = rng();
-  uint64_t lo = rng();
-  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
-  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
-  for (int i = 0; i < 32; ++i) {
-    uint64_t word = i < 16 ? hi : lo;
-    int shift = 60 - 4 * (i % 16);
-    out.push_back(kHex[(word >> shift) & 0xf]);
-    if (i == 7 || i == 11 || i == 15 || i == 19) out.push_back('-');
-  }
-  return out;
-}
+using objects::newUuid;
 
 // Compares secrets without leaking where they differ through timing (the length is not secret).
 inline bool constantTimeEquals(std::string_view a, std::string_view b) {

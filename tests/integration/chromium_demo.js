@@ -20,15 +20,29 @@ if (!tokenB) {
 
 const state = (page) => page.evaluate(() => ({
   status: document.getElementById('status').dataset.state,
-  ids: [...document.querySelectorAll('#messages li')].map((li) => Number(li.dataset.id)),
+  seqs: [...document.querySelectorAll('#messages li')].map((li) => Number(li.dataset.seq)),
+  ids: [...document.querySelectorAll('#messages li')].map((li) => li.dataset.id),
   contents: [...document.querySelectorAll('#messages li .content')].map((e) => e.textContent),
   online: [...document.querySelectorAll('#online li')].map((li) => li.dataset.userId),
   typing: document.getElementById('typing').textContent,
   reconnects: window.channelClient ? window.channelClient.reconnects : -1,
   attempts: window.channelClient ? window.channelClient.reconnectAttempts : -1,
   syncPages: window.channelClient ? window.channelClient.syncPages : -1,
-  lastMessageId: window.channelClient ? window.channelClient.lastMessageId : -1,
+  lastMessageId: window.channelClient ? window.channelClient.lastMessageId : null,
+  lastSeq: window.channelClient ? window.channelClient.lastSeq : -1,
 }));
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+// Every message on the page has its own UUID, and the newest one is what the client syncs from.
+function checkIds(s) {
+  if (!s.ids.every((id) => UUID.test(id)) || new Set(s.ids).size !== s.ids.length) {
+    throw new Error('message ids are not distinct UUIDs: ' + JSON.stringify(s.ids));
+  }
+  if (s.ids.length > 0 && s.lastMessageId !== s.ids[s.ids.length - 1]) {
+    throw new Error(`lastMessageId ${s.lastMessageId} is not the newest message's id`);
+  }
+}
 
 async function until(what, page, predicate, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;
@@ -70,9 +84,10 @@ async function main() {
     await sendFrom(b, 'hi A, B here');
     await until('A got B\'s reply', a, (s) => s.contents.includes('hi A, B here'));
     const before = await state(a);
-    if (JSON.stringify(before.ids) !== JSON.stringify([1, 2])) {
-      throw new Error('unexpected ids before the crash: ' + JSON.stringify(before.ids));
+    if (JSON.stringify(before.seqs) !== JSON.stringify([1, 2])) {
+      throw new Error('unexpected seqs before the crash: ' + JSON.stringify(before.seqs));
     }
+    checkIds(before);
 
     // Kill the host; both pages notice and back off (their first retry fails too).
     say('KILL');
@@ -87,22 +102,29 @@ async function main() {
     if (!m) throw new Error('expected POSTED <n>, got ' + posted);
     const total = Number(m[1]);
     const all = Array.from({ length: total }, (_, i) => i + 1);
-    const caughtUp = (s) => s.status === 'open' && JSON.stringify(s.ids) === JSON.stringify(all);
+    const caughtUp = (s) => s.status === 'open' && JSON.stringify(s.seqs) === JSON.stringify(all);
     const afterA = await until('A reconnected and caught up', a, caughtUp, 40000);
     const afterB = await until('B reconnected and caught up', b, caughtUp, 40000);
+    checkIds(afterA);
+    checkIds(afterB);
+    if (JSON.stringify(afterA.ids) !== JSON.stringify(afterB.ids)) {
+      throw new Error('the pages disagree on the ids: ' + JSON.stringify([afterA.ids, afterB.ids]));
+    }
 
     // And the conversation goes on.
     await sendFrom(b, 'back again');
     await until('A got the message after the restart', a,
                 (s) => s.contents[s.contents.length - 1] === 'back again');
     const final = await state(a);
+    checkIds(final);
     say('OK ' + JSON.stringify({
-      total: final.ids.length,
+      total: final.seqs.length,
       reconnectsA: afterA.reconnects,
       reconnectsB: afterB.reconnects,
       syncPagesA: afterA.syncPages,
       syncPagesB: afterB.syncPages,
-      lastId: final.lastMessageId,
+      lastSeq: final.lastSeq,
+      lastMessageId: final.lastMessageId,
     }));
   });
 }

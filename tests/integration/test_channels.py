@@ -1,6 +1,7 @@
 """Chat channels (seed 004) against the real dohost binary: JWT auth, the connection limit,
 initial_state, join/leave notices, typing and presence, errors, persistence with replay
-(sync and GET /messages), eviction, restarts, SIGKILL during a burst, and sharded channels.
+(sync and GET /messages, by message id or by seq), eviction, restarts, SIGKILL during a burst,
+sharded channels, and the migration of a history the previous version wrote (integer ids).
 The protocol is in docs/apps/channels.md."""
 import asyncio
 import base64
@@ -9,9 +10,12 @@ import hmac
 import itertools
 import json
 import os
+import re
 import shutil
+import sqlite3
 import time
 import unittest
+import uuid
 
 import websockets
 
@@ -24,6 +28,8 @@ CHROMIUM = "/usr/bin/chromium"
 PLAYWRIGHT = os.path.join(HERE, "node", "node_modules", "playwright-core")
 RW = ("read", "write")
 _names = itertools.count(1)
+# A message id as crypto.randomUUID() makes it: version 4, lowercase.
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 def new_channel(prefix="room"):
@@ -75,6 +81,74 @@ def ws_path(channel, tok=None):
     return path + (f"?token={quote(tok)}" if tok else "")
 
 
+# The tables as the previous version of ChannelWebSocket created them (message ids were the
+# INTEGER PRIMARY KEY, no UUIDs), with the host's own two tables.
+OLD_SCHEMA = """
+CREATE TABLE _do_meta(key TEXT PRIMARY KEY, value);
+CREATE TABLE _do_kv(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID;
+CREATE TABLE channel_messages (
+  id INTEGER PRIMARY KEY,
+  channel TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  username TEXT NOT NULL,
+  content TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  thread_id
+);
+CREATE TABLE channel_members (
+  epoch INTEGER NOT NULL,
+  shard INTEGER NOT NULL,
+  socket_id INTEGER NOT NULL,
+  user_id TEXT NOT NULL,
+  username TEXT NOT NULL,
+  joined_at INTEGER NOT NULL,
+  status TEXT,
+  PRIMARY KEY (epoch, shard, socket_id)
+);
+"""
+
+
+def write_old_channel(data, channel, count):
+    """Writes the database of `channel` as the previous version left it, with `count` messages
+    (ids 1..count), into the data folder `data`. Returns (path, the messages as that version's
+    clients saw them, but with the id under "seq": what they must be after the migration)."""
+    folder = os.path.join(data, CLASS)
+    os.makedirs(folder, exist_ok=True)
+    oid = object_id(CLASS, channel)
+    path = os.path.join(folder, oid + ".sqlite")
+    start = int(time.time() * 1000) - 3_600_000
+    messages = []
+    for i in range(1, count + 1):
+        m = {"seq": i, "channelId": channel, "userId": f"u{i % 3}", "username": f"User {i % 3}",
+             "content": f"old message {i}", "timestamp": start + i}
+        if i % 7 == 0:
+            m["threadId"] = f"t-{i // 7}"
+        elif i % 11 == 0:
+            m["threadId"] = i
+        messages.append(m)
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(OLD_SCHEMA)
+        with db:
+            db.executemany("INSERT INTO _do_meta(key, value) VALUES (?, ?)",
+                           [("class", CLASS), ("id", oid), ("name", channel),
+                            ("created_ms", start)])
+            db.executemany(
+                "INSERT INTO channel_messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(m["seq"], channel, m["userId"], m["username"], m["content"], m["timestamp"],
+                  m.get("threadId")) for m in messages])
+            # A member row of a process long gone (a sharded channel leaves these).
+            db.execute("INSERT INTO channel_members VALUES (1, 0, 1, 'gone', 'Gone', 1, NULL)")
+    finally:
+        db.close()
+    return path, messages
+
+
+def without_id(m):
+    return {k: v for k, v in m.items() if k != "id"}
+
+
 _open_sockets = []
 
 
@@ -105,9 +179,13 @@ async def collect_messages(ws, count, timeout=10):
     return out
 
 
-async def sync_all(ws, after):
-    """Sends one sync and gathers its pages; returns (messages, final page)."""
-    await ws.send(json.dumps({"type": "sync", "afterMessageId": after}))
+async def sync_all(ws, after=None, **fields):
+    """Sends one sync (`afterMessageId` = after, plus `fields`, e.g. afterSeq=3) and gathers its
+    pages; returns (messages, pages)."""
+    request = {"type": "sync", **fields}
+    if after is not None:
+        request["afterMessageId"] = after
+    await ws.send(json.dumps(request))
     messages, pages = [], []
     while True:
         page = await next_of(ws, "sync")
@@ -131,7 +209,8 @@ def history(host, channel, tok=None, after=None, limit=None):
 
 
 def full_history(host, channel):
-    out, after = [], 0
+    """The whole history over HTTP, paging by message id."""
+    out, after = [], ""
     while True:
         status, body = history(host, channel, after=after, limit=1000)
         assert status == 200, (status, body)
@@ -139,6 +218,17 @@ def full_history(host, channel):
         if not body["hasMore"]:
             return out
         after = body["lastMessageId"]
+
+
+def seqs(messages):
+    return [m["seq"] for m in messages]
+
+
+def object_id(cls, name):
+    """idFromName (runtime/src/object_id.cc): two HMAC-SHA256 halves under a per-class key."""
+    key = hashlib.sha256(f"dohost-namespace:{cls}".encode()).digest()
+    head = hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]
+    return (head + hmac.new(key, head, hashlib.sha256).digest()[:16]).hex()
 
 
 class SocketsClosed(unittest.IsolatedAsyncioTestCase):
@@ -268,20 +358,20 @@ class ProtocolTests(ChannelTestCase):
         channel = new_channel()
         a, init = await join(self.host, channel, "alice", username="Alice")
         self.assertEqual(init["messages"], [])
-        self.assertEqual(init["lastMessageId"], 0)
+        self.assertEqual((init["lastMessageId"], init["lastSeq"]), (None, 0))
         self.assertEqual(init["channelId"], channel)
         self.assertEqual([(u["userId"], u["username"]) for u in init["onlineUsers"]],
                          [("alice", "Alice")])
         for i in range(60):
             await say(a, f"m{i}", **({"threadId": "t1"} if i == 59 else {}))
         sent = await collect_messages(a, 60)
-        self.assertEqual([m["id"] for m in sent], list(range(1, 61)))
+        self.assertEqual(seqs(sent), list(range(1, 61)))
         b, init = await join(self.host, channel, "bob", ("read",), username="Bob")
         self.assertEqual([m["content"] for m in init["messages"]], [f"m{i}" for i in range(10, 60)])
         self.assertEqual(init["messages"], sent[10:])
         self.assertEqual(init["messages"][-1]["threadId"], "t1")
         self.assertNotIn("threadId", init["messages"][0])
-        self.assertEqual(init["lastMessageId"], 60)
+        self.assertEqual((init["lastMessageId"], init["lastSeq"]), (sent[-1]["id"], 60))
         self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice", "bob"])
         for u in init["onlineUsers"]:
             self.assertIsInstance(u["joinedAt"], int)
@@ -299,9 +389,10 @@ class ProtocolTests(ChannelTestCase):
         self.assertEqual(got[0], got[1])
         self.assertEqual(got[0], got[2])
         m = got[0]
-        self.assertEqual({k: m[k] for k in ("id", "channelId", "userId", "username", "content",
+        self.assertRegex(m["id"], UUID4)
+        self.assertEqual({k: m[k] for k in ("seq", "channelId", "userId", "username", "content",
                                             "threadId")},
-                         {"id": 1, "channelId": channel, "userId": "alice", "username": "ALICE",
+                         {"seq": 1, "channelId": channel, "userId": "alice", "username": "ALICE",
                           "content": "hello", "threadId": 7})
         self.assertGreaterEqual(m["timestamp"], before - 5000)
         self.assertEqual(full_history(self.host, channel), [m])
@@ -320,9 +411,9 @@ class ProtocolTests(ChannelTestCase):
         nobody, _ = await join(self.host, channel, "nobody", ())
         await say(nobody, "and me?")
         self.assertEqual((await next_of(nobody, "error"))["message"], "No write permission")
-        # Nothing was stored or broadcast: the next message is id 1.
+        # Nothing was stored or broadcast: the next message is seq 1.
         await say(writer, "I can")
-        self.assertEqual((await next_of(reader, "message"))["message"]["id"], 1)
+        self.assertEqual((await next_of(reader, "message"))["message"]["seq"], 1)
         self.assertEqual([m["content"] for m in full_history(self.host, channel)], ["I can"])
         for ws in (reader, writer, nobody):
             await ws.close()
@@ -388,6 +479,12 @@ class ProtocolTests(ChannelTestCase):
             ('{"type":"presence"}', "Invalid message format"),
             ('{"type":"sync","afterMessageId":-1}', "Invalid message format"),
             ('{"type":"sync","afterMessageId":"abc"}', "Invalid message format"),
+            ('{"type":"sync","afterMessageId":1.5}', "Invalid message format"),
+            ('{"type":"sync","afterMessageId":{"id":1}}', "Invalid message format"),
+            ('{"type":"sync","afterSeq":-1}', "Invalid message format"),
+            ('{"type":"sync","afterSeq":"' + str(uuid.uuid4()) + '"}', "Invalid message format"),
+            ('{"type":"sync","afterMessageId":"' + str(uuid.uuid4()) + '","afterSeq":0}',
+             "Invalid message format"),
         ]
         for frame, error in cases:
             with self.subTest(frame=frame[:40]):
@@ -399,7 +496,7 @@ class ProtocolTests(ChannelTestCase):
         self.assertEqual(await recv_json(a), {"type": "pong"})
         # The socket still works and nothing was stored.
         await say(a, "x" * 4000)
-        self.assertEqual((await next_of(a, "message"))["message"]["id"], 1)
+        self.assertEqual((await next_of(a, "message"))["message"]["seq"], 1)
         await a.close()
 
     async def test_sync_returns_every_missed_message_in_order_in_pages(self):
@@ -414,12 +511,14 @@ class ProtocolTests(ChannelTestCase):
         missed = await collect_messages(a, 6)
         missed = missed[1:]
         b, init = await join(self.host, channel, "bob")
+        self.assertRegex(seen, UUID4)
         got, pages = await sync_all(b, seen)
         self.assertEqual(got, missed)
         self.assertEqual(len(pages), 1)
-        self.assertEqual((pages[0]["afterMessageId"], pages[0]["hasMore"]), (seen, False))
-        # Nothing missed: one empty page. A string id works too.
-        got, pages = await sync_all(b, str(missed[-1]["id"]))
+        self.assertEqual((pages[0]["afterMessageId"], pages[0]["afterSeq"], pages[0]["hasMore"]),
+                         (seen, 1, False))
+        # Nothing missed: one empty page.
+        got, pages = await sync_all(b, missed[-1]["id"])
         self.assertEqual((got, len(pages), pages[0]["hasMore"]), ([], 1, False))
         # 250 messages come as pages of 100, 100, 50.
         for i in range(244):
@@ -429,7 +528,8 @@ class ProtocolTests(ChannelTestCase):
         self.assertEqual([len(p["messages"]) for p in pages], [100, 100, 50])
         self.assertEqual([p["page"] for p in pages], [0, 1, 2])
         self.assertEqual([p["hasMore"] for p in pages], [True, True, False])
-        self.assertEqual([m["id"] for m in got], list(range(1, 251)))
+        self.assertEqual([(p["afterMessageId"], p["afterSeq"]) for p in pages], [(None, 0)] * 3)
+        self.assertEqual(seqs(got), list(range(1, 251)))
         self.assertEqual(got, full_history(self.host, channel))
         await a.close()
         await b.close()
@@ -445,7 +545,7 @@ class ProtocolTests(ChannelTestCase):
         self.assertEqual(len(pages), 10)
         self.assertTrue(pages[-1]["hasMore"])
         rest, pages = await sync_all(a, got[-1]["id"])
-        self.assertEqual([m["id"] for m in rest], [1001, 1002, 1003])
+        self.assertEqual(seqs(rest), [1001, 1002, 1003])
         self.assertFalse(pages[-1]["hasMore"])
         await a.close()
 
@@ -457,19 +557,24 @@ class ProtocolTests(ChannelTestCase):
         sent = await collect_messages(a, 7)
         status, body = history(self.host, channel)
         self.assertEqual(status, 200)
-        self.assertEqual(body, {"channelId": channel, "afterMessageId": 0, "messages": sent,
-                                "hasMore": False, "lastMessageId": 7})
+        self.assertEqual(body, {"channelId": channel, "afterMessageId": None, "afterSeq": 0,
+                                "messages": sent, "hasMore": False,
+                                "lastMessageId": sent[-1]["id"], "lastSeq": 7})
         status, body = history(self.host, channel, after=2, limit=3)
-        self.assertEqual([m["id"] for m in body["messages"]], [3, 4, 5])
-        self.assertEqual((body["hasMore"], body["lastMessageId"]), (True, 5))
+        self.assertEqual(seqs(body["messages"]), [3, 4, 5])
+        self.assertEqual((body["afterMessageId"], body["afterSeq"]), (sent[1]["id"], 2))
+        self.assertEqual((body["hasMore"], body["lastMessageId"], body["lastSeq"]),
+                         (True, sent[4]["id"], 5))
         status, body = history(self.host, channel, after=5, limit=3)
-        self.assertEqual(([m["id"] for m in body["messages"]], body["hasMore"]), ([6, 7], False))
+        self.assertEqual((seqs(body["messages"]), body["hasMore"]), ([6, 7], False))
         status, body = history(self.host, channel, after=7)
-        self.assertEqual((body["messages"], body["lastMessageId"]), ([], 7))
+        self.assertEqual((body["messages"], body["lastMessageId"], body["lastSeq"]),
+                         ([], sent[-1]["id"], 7))
         status, body = history(self.host, new_channel())  # an unknown channel is just empty
-        self.assertEqual((status, body["messages"]), (200, []))
-        for bad in ({"after": "x"}, {"after": -1}, {"limit": 0}, {"limit": 1001},
-                    {"limit": "ten"}):
+        self.assertEqual((status, body["messages"], body["lastMessageId"]), (200, [], None))
+        for bad in ({"after": "x"}, {"after": -1}, {"after": "1.5"}, {"after": "0x10"},
+                    {"after": sent[0]["id"][:-1]}, {"after": "%7B" + sent[0]["id"] + "%7D"},
+                    {"limit": 0}, {"limit": 1001}, {"limit": "ten"}):
             with self.subTest(bad=bad):
                 status, body = history(self.host, channel, **bad)
                 self.assertEqual(status, 400)
@@ -498,7 +603,7 @@ class ProtocolTests(ChannelTestCase):
             # The attachments kept who is who and what they may do.
             await say(a, f"after eviction {round_}")
             got = (await next_of(b, "message"))["message"]
-            self.assertEqual((got["id"], got["username"]), (2 + round_, "ALICE"))
+            self.assertEqual((got["seq"], got["username"]), (2 + round_, "ALICE"))
             await say(b, "still read-only?")
             self.assertEqual((await next_of(b, "error"))["message"], "No write permission")
         await b.send(json.dumps({"type": "typing"}))
@@ -509,13 +614,120 @@ class ProtocolTests(ChannelTestCase):
                                 3)
         self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
         c, init = await join(self.host, channel, "carol")
-        self.assertEqual([m["id"] for m in init["messages"]], [1, 2, 3, 4])
+        self.assertEqual(seqs(init["messages"]), [1, 2, 3, 4])
         self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice", "bob", "carol"])
         await b.close()
         self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
         self.assertEqual((await next_of(a, "user_disconnected"))["userId"], "bob")
         for ws in (a, c):
             await ws.close()
+
+
+class MessageIdTests(ChannelTestCase):
+    """Message ids are UUIDs (as crypto.randomUUID() in the seed), seq is the order, and every
+    replay takes either."""
+
+    async def chat(self, count, users=("alice", "bob")):
+        """A channel with `count` messages from `users` in turn; returns (channel, sockets,
+        the messages as broadcast)."""
+        channel = new_channel("ids")
+        socks = [(await join(self.host, channel, u))[0] for u in users]
+        for i in range(count):
+            await say(socks[i % len(socks)], f"n{i}")
+        return channel, socks, await collect_messages(socks[0], count)
+
+    async def test_ids_are_distinct_uuids_and_seq_increases_by_one_everywhere(self):
+        channel, socks, sent = await self.chat(40, ("alice", "bob", "carol"))
+        self.assertEqual(seqs(sent), list(range(1, 41)))
+        self.assertEqual(len({m["id"] for m in sent}), 40)
+        for m in sent:
+            self.assertRegex(m["id"], UUID4)
+        # Each copy of a message, wherever it comes from, has the same id and seq.
+        for ws in socks[1:]:
+            self.assertEqual(await collect_messages(ws, 40), sent)
+        late, init = await join(self.host, channel, "dave")
+        self.assertEqual(init["messages"], sent[-40:])
+        self.assertEqual((init["lastMessageId"], init["lastSeq"]), (sent[-1]["id"], 40))
+        self.assertEqual((await sync_all(late))[0], sent)
+        self.assertEqual(full_history(self.host, channel), sent)
+        # Ids are never given out again: not in another channel, not after an eviction.
+        other, _, more = await self.chat(5)
+        self.host.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")
+        await say(late, "after the eviction")
+        last = (await next_of(late, "message"))["message"]
+        self.assertEqual(last["seq"], 41)
+        ids = [m["id"] for m in sent + more + [last]]
+        self.assertEqual(len(set(ids)), len(ids))
+
+    async def test_sync_by_id_by_seq_and_by_an_integer_id_of_the_previous_version(self):
+        channel, (a, b), sent = await self.chat(12)
+        expected = sent[7:]
+        for after, fields in ((sent[6]["id"], {}),                # the seed's client
+                              (sent[6]["id"].upper(), {}),        # UUIDs compare in any case
+                              (None, {"afterSeq": 7}),            # dohost's seq
+                              (None, {"afterSeq": "7"}),
+                              (7, {}),                            # a client of the old version
+                              ("7", {}),
+                              (None, {"afterSeq": 7, "afterMessageId": None})):
+            with self.subTest(after=after, fields=fields):
+                got, pages = await sync_all(b, after, **fields)
+                self.assertEqual(got, expected)
+                self.assertEqual((pages[0]["afterMessageId"], pages[0]["afterSeq"]),
+                                 (sent[6]["id"], 7))
+        # From the newest message: nothing; from the start: everything.
+        got, pages = await sync_all(b, sent[-1]["id"])
+        self.assertEqual((got, pages[0]["afterSeq"]), ([], 12))
+        got, pages = await sync_all(b, afterSeq=0)
+        self.assertEqual((got, pages[0]["afterMessageId"]), (sent, None))
+        # A seq past the end is simply nothing yet.
+        got, pages = await sync_all(b, afterSeq=500)
+        self.assertEqual((got, pages[0]["afterMessageId"], pages[0]["afterSeq"]), ([], None, 500))
+
+    async def test_an_unknown_id_is_an_error_not_a_replay_from_the_start(self):
+        channel, (a, b), sent = await self.chat(3)
+        _, _, elsewhere = await self.chat(1)  # an id of another channel is unknown here too
+        for unknown in (str(uuid.uuid4()), elsewhere[0]["id"]):
+            with self.subTest(unknown=unknown):
+                await b.send(json.dumps({"type": "sync", "afterMessageId": unknown}))
+                self.assertEqual(await next_of(b, "error"), {"type": "error",
+                                                      "message": "Unknown message id",
+                                                      "afterMessageId": unknown})
+                self.assertTrue(await no_message(b, 0.3))  # no sync page follows
+        # The socket carries on, and so does the channel.
+        got, _ = await sync_all(b, sent[0]["id"])
+        self.assertEqual(got, sent[1:])
+        await say(a, "still fine")
+        self.assertEqual((await next_of(b, "message"))["message"]["seq"], 4)
+
+    async def test_messages_endpoint_takes_an_id_or_a_seq(self):
+        channel, _, sent = await self.chat(9)
+        for after in (sent[3]["id"], sent[3]["id"].upper(), "4", "04"):
+            with self.subTest(after=after):
+                status, body = history(self.host, channel, after=after, limit=2)
+                self.assertEqual(status, 200, body)
+                self.assertEqual(body["messages"], sent[4:6])
+                self.assertEqual((body["afterMessageId"], body["afterSeq"]), (sent[3]["id"], 4))
+                self.assertEqual((body["lastMessageId"], body["lastSeq"], body["hasMore"]),
+                                 (sent[5]["id"], 6, True))
+        # Paging by lastMessageId and by lastSeq reads the same.
+        for key in ("lastMessageId", "lastSeq"):
+            out, after = [], ""
+            while True:
+                status, body = history(self.host, channel, after=after, limit=4)
+                out += body["messages"]
+                if not body["hasMore"]:
+                    break
+                after = body[key]
+            self.assertEqual(out, sent)
+        unknown = str(uuid.uuid4())
+        status, body = history(self.host, channel, after=unknown)
+        self.assertEqual(status, 404)
+        self.assertIn(unknown, body["error"])
+        for bad in ("x", "-4", "4.0", "1e2", sent[3]["id"] + "0", sent[3]["id"].replace("-", "")):
+            with self.subTest(bad=bad):
+                status, body = history(self.host, channel, after=bad)
+                self.assertEqual(status, 400, body)
+                self.assertIn("after must be a message id (a UUID) or a seq", body["error"])
 
 
 class IdleEvictionTests(ChannelTestCase):
@@ -540,7 +752,7 @@ class IdleEvictionTests(ChannelTestCase):
             got_a = (await next_of(a, "message"))["message"]
             got_b = (await next_of(b, "message"))["message"]
             self.assertEqual(got_a, got_b)
-            self.assertEqual(got_a["id"], i + 1)
+            self.assertEqual(got_a["seq"], i + 1)
             await self.evicted(channel)
         got, _ = await sync_all(b, 0)
         self.assertEqual([x["content"] for x in got], [f"slow {i}" for i in range(4)])
@@ -594,9 +806,11 @@ class RestartTests(SocketsClosed):
             self.assertEqual([u["userId"] for u in init["onlineUsers"]], ["alice"])
             self.assertEqual(full_history(host, channel), before)
             await say(a, "after restart")
-            self.assertEqual((await next_of(a, "message"))["message"]["id"], 13)
-            got, _ = await sync_all(a, 10)
-            self.assertEqual([m["id"] for m in got], [11, 12, 13])
+            self.assertEqual((await next_of(a, "message"))["message"]["seq"], 13)
+            got, _ = await sync_all(a, before[9]["id"])  # an id from before the restart
+            self.assertEqual(seqs(got), [11, 12, 13])
+            got, _ = await sync_all(a, afterSeq=10)
+            self.assertEqual(seqs(got), [11, 12, 13])
             await a.close()
 
     async def test_sigkill_during_a_burst_keeps_every_message_a_client_saw(self):
@@ -640,11 +854,111 @@ class RestartTests(SocketsClosed):
             for m in received:
                 self.assertEqual(stored.get(m["id"]), m)
             # The history is one gap-free sequence, and new messages continue it.
-            self.assertEqual(sorted(stored), list(range(1, len(stored) + 1)))
+            self.assertEqual(sorted(m["seq"] for m in stored.values()),
+                             list(range(1, len(stored) + 1)))
             a, init = await join(host, channel, "sender")
             await say(a, "after the crash")
-            self.assertEqual((await next_of(a, "message"))["message"]["id"], len(stored) + 1)
+            after = (await next_of(a, "message"))["message"]
+            self.assertEqual(after["seq"], len(stored) + 1)
+            self.assertNotIn(after["id"], stored)  # no id is given out twice, crash or not
             await a.close()
+
+
+class MigrationTests(SocketsClosed):
+    """A channel database the previous version wrote (integer ids, no UUIDs): the host migrates
+    it on first open, in one transaction, and it replays as before."""
+
+    async def test_an_old_history_gets_uuids_keeps_its_order_and_replays(self):
+        host = Host(apps=("channels",))
+        try:
+            channel = new_channel("old")
+            path, old = write_old_channel(host.data, channel, 2345)  # more than one batch
+            host.start()
+            a, init = await join(host, channel, "alice")
+            self.assertEqual([without_id(m) for m in init["messages"]], old[-50:])
+            self.assertEqual(init["lastSeq"], 2345)
+            whole = full_history(host, channel)
+            self.assertEqual([without_id(m) for m in whole], old)
+            ids = [m["id"] for m in whole]
+            self.assertEqual(len(set(ids)), len(ids))
+            for i in ids:
+                self.assertRegex(i, UUID4)
+            self.assertEqual(init["messages"], whole[-50:])
+            self.assertEqual(init["lastMessageId"], whole[-1]["id"])
+            # What a client of the previous version kept (an integer id) is the seq now.
+            got, pages = await sync_all(a, 2340)
+            self.assertEqual(got, whole[2340:])
+            self.assertEqual(pages[0]["afterMessageId"], whole[2339]["id"])
+            got, pages = await sync_all(a, whole[99]["id"])
+            self.assertEqual((got, pages[-1]["hasMore"]), (whole[100:1100], True))
+            status, body = history(host, channel, after=2000, limit=5)
+            self.assertEqual(body["messages"], whole[2000:2005])
+            # New messages continue the sequence, with new ids.
+            await say(a, "the first new one")
+            new = (await next_of(a, "message"))["message"]
+            self.assertEqual(new["seq"], 2346)
+            self.assertNotIn(new["id"], ids)
+            await a.close()
+            self.assertEqual(host.stop(), 0)
+            # The file: the new shape, the old table gone, the old ids kept as seqs.
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                columns = [r[1] for r in db.execute("PRAGMA table_info(channel_messages)")]
+                self.assertEqual(columns, ["seq", "id", "channel", "user_id", "username",
+                                           "content", "timestamp", "thread_id"])
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema "
+                                                   "WHERE type = 'table'")}
+                self.assertTrue({"channel_messages", "channel_members"} <= tables, tables)
+                self.assertNotIn("channel_messages_v1", tables)
+                rows = db.execute("SELECT seq, id, content FROM channel_messages "
+                                  "ORDER BY seq").fetchall()
+                self.assertEqual(rows, [(m["seq"], m["id"], m["content"]) for m in whole + [new]])
+            finally:
+                db.close()
+            # Once migrated, always the same ids: a restart does not migrate again.
+            host.start()
+            b, init = await join(host, channel, "bob")
+            self.assertEqual(init["messages"], (whole + [new])[-50:])
+            self.assertEqual(full_history(host, channel), whole + [new])
+            await b.close()
+        finally:
+            host.close()
+
+    async def test_an_empty_old_table_and_a_sharded_old_channel_migrate_too(self):
+        host = Host(apps=("channels",), env={"DOHOST_CHANNELS_SHARDS": "3"})
+        try:
+            empty, full = new_channel("old-empty"), new_channel("old-sharded")
+            write_old_channel(host.data, empty, 0)
+            _, old = write_old_channel(host.data, full, 30)
+            host.start()
+            by_shard = {}
+            for i in range(200):
+                by_shard.setdefault(shard_of(f"m{i}", 3), []).append(f"m{i}")
+            users = [u for k in range(3) for u in by_shard[k][:2]]  # two on each shard
+            a, init = await join(host, empty, "alice")
+            self.assertEqual((init["messages"], init["lastMessageId"], init["lastSeq"]),
+                             ([], None, 0))
+            await say(a, "first")
+            self.assertEqual((await next_of(a, "message"))["message"]["seq"], 1)
+            socks = {}
+            for u in users:
+                socks[u], init = await join(host, full, u)
+                self.assertEqual([without_id(m) for m in init["messages"]], old[-30:])
+            # Through the shards: by an old integer id, then by the UUID it has now.
+            got, _ = await sync_all(socks[users[0]], 25)
+            self.assertEqual([without_id(m) for m in got], old[25:])
+            got2, _ = await sync_all(socks[users[3]], init["messages"][24]["id"])
+            self.assertEqual(got2, got)
+            for i, u in enumerate(users):
+                await say(socks[u], f"new {i}")
+            heard = {u: await collect_messages(socks[u], len(users)) for u in users}
+            first = heard[users[0]]
+            self.assertEqual(seqs(first), list(range(31, 31 + len(users))))
+            for u in users:
+                self.assertEqual(heard[u], first)  # exactly once, in order, everywhere
+                self.assertTrue(await no_message(socks[u], 0.2))
+        finally:
+            host.close()
 
 
 class ShardedTests(ChannelTestCase):
@@ -683,7 +997,10 @@ class ShardedTests(ChannelTestCase):
         for u in users:
             got[u] = await collect_messages(socks[u], total, timeout=20)
         first = got[users[0]]
-        self.assertEqual([m["id"] for m in first], list(range(1, total + 1)))
+        self.assertEqual(seqs(first), list(range(1, total + 1)))
+        self.assertEqual(len({m["id"] for m in first}), total)
+        for m in first:
+            self.assertRegex(m["id"], UUID4)
         for u in users:
             self.assertEqual(got[u], first)  # exactly once, in the same order for everybody
         # Each sender's own messages keep the order they were sent in.
@@ -726,8 +1043,10 @@ class ShardedTests(ChannelTestCase):
         self.assertEqual({u["userId"]: u.get("status") for u in init["onlineUsers"]},
                          {a_user: None, b_user: "busy", c_user: None})
         await say(a, "hi from a")
+        hi = None
         for ws in (a, b, c):
-            self.assertEqual((await next_of(ws, "message"))["message"]["content"], "hi from a")
+            hi = (await next_of(ws, "message"))["message"]
+            self.assertEqual(hi["content"], "hi from a")
         await b.close()
         for ws in (a, c):
             self.assertEqual((await next_of(ws, "user_disconnected"))["userId"], b_user)
@@ -735,9 +1054,20 @@ class ShardedTests(ChannelTestCase):
             await say(c, f"while b was away {i}")
         await collect_messages(a, 3)
         b, init = await join(self.host, channel, b_user)
-        got, pages = await sync_all(b, 1)
-        self.assertEqual([m["content"] for m in got], [f"while b was away {i}" for i in range(3)])
+        self.assertEqual((init["lastMessageId"], init["lastSeq"]), (init["messages"][-1]["id"], 4))
+        # A shard asks the channel object, which knows the ids: by id, by seq, as a number.
+        for after, fields in ((hi["id"], {}), (None, {"afterSeq": 1}), (1, {})):
+            got, pages = await sync_all(b, after, **fields)
+            self.assertEqual([m["content"] for m in got],
+                             [f"while b was away {i}" for i in range(3)])
+            self.assertEqual((pages[0]["afterMessageId"], pages[0]["afterSeq"]), (hi["id"], 1))
         self.assertEqual(init["messages"], full_history(self.host, channel))
+        unknown = str(uuid.uuid4())
+        await b.send(json.dumps({"type": "sync", "afterMessageId": unknown}))
+        self.assertEqual(await next_of(b, "error"), {"type": "error",
+                                                      "message": "Unknown message id",
+                                                      "afterMessageId": unknown})
+        self.assertTrue(await no_message(b, 0.3))  # and no sync page
         # A read-only member of a shard cannot write either.
         r, _ = await join(self.host, channel, "sreader", ("read",))
         await say(r, "nope")
@@ -762,8 +1092,8 @@ class ShardedTests(ChannelTestCase):
         got = [await collect_messages(ws, sent) for ws in socks]
         for g in got[1:]:
             self.assertEqual(g, got[0])
-        # Joins are not in the message stream; ids are consecutive.
-        self.assertEqual([m["id"] for m in got[0]], list(range(1, sent + 1)))
+        # Joins are not in the message stream; seqs are consecutive.
+        self.assertEqual(seqs(got[0]), list(range(1, sent + 1)))
         for ws in socks:
             await ws.close()
 
@@ -821,26 +1151,27 @@ class ChromiumDemoTests(SocketsClosed):
                 # While the pages wait to reconnect, more than initial_state holds is posted,
                 # so catching up needs sync.
                 carol, init = await join(host, channel, "carol")
-                self.assertEqual([m["id"] for m in init["messages"]], [1, 2])
+                self.assertEqual(seqs(init["messages"]), [1, 2])
                 for i in range(70):
                     await say(carol, f"while away {i}")
                 posted = await collect_messages(carol, 70)
-                total = posted[-1]["id"]
+                total = posted[-1]["seq"]
                 self.assertEqual(total, 72)
                 await answer(f"POSTED {total}")
                 got = await line()
                 self.assertTrue(got.startswith("OK "), await failure(got))
                 summary = json.loads(got[3:])
                 self.assertEqual(summary["total"], total + 1)
-                self.assertEqual(summary["lastId"], total + 1)
+                self.assertEqual(summary["lastSeq"], total + 1)
                 self.assertGreaterEqual(summary["reconnectsA"], 1)
                 self.assertGreaterEqual(summary["reconnectsB"], 1)
                 # Each page asked for what it missed after reconnecting.
                 self.assertGreaterEqual(summary["syncPagesA"], 1)
                 self.assertGreaterEqual(summary["syncPagesB"], 1)
                 self.assertEqual(await asyncio.wait_for(proc.wait(), 30), 0)
-                self.assertEqual([m["content"] for m in full_history(host, channel)][-1],
-                                 "back again")
+                last = full_history(host, channel)[-1]
+                self.assertEqual(last["content"], "back again")
+                self.assertEqual(summary["lastMessageId"], last["id"])
                 await carol.close()
             finally:
                 if proc.returncode is None:

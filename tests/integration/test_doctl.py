@@ -15,10 +15,12 @@ import subprocess
 import tempfile
 import time
 import unittest
+import uuid
 
 import websockets
 
 from harness import JWT_SECRET, Host, binary, free_port, make_jwt, recv_json, recv_until
+from test_channels import UUID4, write_old_channel
 
 DOCTL = binary("doctl")
 ADMIN_TOKEN = "doctl-test-token"
@@ -268,17 +270,18 @@ class OfflineTests(DoctlCase):
 
     async def test_sql_reads_user_and_reserved_tables(self):
         result = self.ok_json("sql", CHANNEL_CLASS, "general",
-                              "SELECT id, content, thread_id FROM channel_messages ORDER BY id")
-        self.assertEqual(result["columns"], ["id", "content", "thread_id"])
-        self.assertEqual(result["rows"], [[1, "hello", None], [2, "two\nlines", "t-9"],
-                                          [3, "third", 7]])
+                              "SELECT seq, id, content, thread_id FROM channel_messages ORDER BY seq")
+        self.assertEqual(result["columns"], ["seq", "id", "content", "thread_id"])
+        self.assertEqual(result["rows"], [[1, self.messages[0]["id"], "hello", None],
+                                          [2, self.messages[1]["id"], "two\nlines", "t-9"],
+                                          [3, self.messages[2]["id"], "third", 7]])
         meta = self.ok_json("sql", CHANNEL_CLASS, "general",
                             "SELECT value FROM _do_meta WHERE key = 'name'")
         self.assertEqual(meta["rows"], [["general"]])
         out = self.ok("sql", CHANNEL_CLASS, "general",
-                      "SELECT id, content, x'00ff' AS b, NULL AS n FROM channel_messages "
-                      "WHERE id = 2")
-        self.assertEqual(out.splitlines()[0].split(), ["id", "content", "b", "n"])
+                      "SELECT seq, content, x'00ff' AS b, NULL AS n FROM channel_messages "
+                      "WHERE seq = 2")
+        self.assertEqual(out.splitlines()[0].split(), ["seq", "content", "b", "n"])
         self.assertEqual(out.splitlines()[1].split(), ["2", "two\\nlines", "0x00ff", "NULL"])
         blob = self.ok_json("sql", CHANNEL_CLASS, "general", "SELECT x'00ff'")
         self.assertEqual(blob["rows"], [[{"base64": "AP8="}]])
@@ -288,11 +291,11 @@ class OfflineTests(DoctlCase):
     async def test_sql_write_attempts_are_refused_and_change_nothing(self):
         path = self.ok_json("show", CHANNEL_CLASS, "general")["path"]
         before_rows = self.ok_json("sql", CHANNEL_CLASS, "general",
-                                   "SELECT * FROM channel_messages ORDER BY id")
+                                   "SELECT * FROM channel_messages ORDER BY seq")
         before_dump = dump_database(path)
         for statement in ("DELETE FROM channel_messages",
-                          "INSERT INTO channel_messages(channel, user_id, username, content,"
-                          " timestamp) VALUES ('general', 'x', 'x', 'x', 0)",
+                          "INSERT INTO channel_messages(id, channel, user_id, username, content,"
+                          " timestamp) VALUES ('x', 'general', 'x', 'x', 'x', 0)",
                           "UPDATE _do_meta SET value = 'evil' WHERE key = 'name'",
                           "DROP TABLE channel_messages",
                           "CREATE TABLE t(x)",
@@ -305,13 +308,13 @@ class OfflineTests(DoctlCase):
         self.assertFalse(os.path.exists(target))
         self.assertEqual(dump_database(path), before_dump)
         self.assertEqual(self.ok_json("sql", CHANNEL_CLASS, "general",
-                                      "SELECT * FROM channel_messages ORDER BY id"), before_rows)
+                                      "SELECT * FROM channel_messages ORDER BY seq"), before_rows)
         # The host still serves the same history.
         status, _, body = self.host.http(
             "GET", "channels", "/channel/general/messages",
             headers={"Authorization": f"Bearer {token('u1', 'alice')}"})
         self.assertEqual(status, 200)
-        self.assertEqual([m["id"] for m in json.loads(body)["messages"]], [1, 2, 3])
+        self.assertEqual(json.loads(body)["messages"], self.messages)
 
     async def test_history_lines_and_json_oldest_first(self):
         out = self.ok("history", "general")
@@ -322,16 +325,25 @@ class OfflineTests(DoctlCase):
         self.assertTrue(lines[2].endswith("#3  alice (u1): third  [thread 7]"), lines[2])
         stored = [json.loads(line) for line in self.ok("history", "general", "--json").splitlines()]
         self.assertEqual(stored, self.messages)  # exactly what the clients received
+        self.assertEqual([m["seq"] for m in stored], [1, 2, 3])
+        for m in stored:
+            self.assertRegex(m["id"], UUID4)
         # The channel can be named by its object id too.
         oid = self.ok_json("show", CHANNEL_CLASS, "general")["id"]
         self.assertEqual(self.ok("history", oid), out)
 
     async def test_history_after_since_and_limit(self):
         def ids(*args):
-            return [json.loads(line)["id"]
+            return [json.loads(line)["seq"]
                     for line in self.ok("history", "general", "--json", *args).splitlines()]
         self.assertEqual(ids("--after", "1"), [2, 3])
         self.assertEqual(ids("--after", "3"), [])
+        # --after takes the message's id as well as its seq.
+        first, last = self.messages[0]["id"], self.messages[2]["id"]
+        self.assertEqual(ids("--after", first), [2, 3])
+        self.assertEqual(ids("--after", first.upper()), [2, 3])
+        self.assertEqual(ids("--after", last), [])
+        self.assertEqual(ids("--after", first, "--limit", "1"), [2])
         self.assertEqual(ids("--limit", "2"), [1, 2])
         self.assertEqual(ids("--after", "1", "--limit", "1"), [2])
         self.assertEqual(ids("--since", "1h"), [1, 2, 3])
@@ -344,7 +356,7 @@ class OfflineTests(DoctlCase):
         at = datetime.datetime.fromtimestamp(t2 / 1000, plus2)
         since = at.isoformat(timespec="milliseconds")
         self.assertIn("+02:00", since)
-        expected = [m["id"] for m in self.messages if m["timestamp"] >= t2]
+        expected = [m["seq"] for m in self.messages if m["timestamp"] >= t2]
         self.assertEqual(ids("--since", since), expected)
         self.assertIn(2, expected)
 
@@ -353,7 +365,13 @@ class OfflineTests(DoctlCase):
         self.assert_error(self.doctl("history", "general", "--limit", "0"), 2, "--limit")
         self.assert_error(self.doctl("history", "general", "--after", "-1"), 2, "--after")
         self.assert_error(self.doctl("history", "general", "--after", "x"), 2, "--after")
+        self.assert_error(self.doctl("history", "general", "--after", "1.5"), 2, "--after")
+        self.assert_error(self.doctl("history", "general", "--after",
+                                     self.messages[0]["id"][:-1]), 2, "--after")
         self.assert_error(self.doctl("history", "no-such-channel"), 1, "no channel no-such-channel")
+        unknown = str(uuid.uuid4())
+        self.assert_error(self.doctl("history", "general", "--after", unknown), 1,
+                          f"no message {unknown} in channel general")
 
     async def test_usage_errors(self):
         self.assert_error(run_doctl(), 2, "subcommand")
@@ -485,11 +503,56 @@ class ShardedHistoryTests(DoctlCase):
         self.assertTrue({"split#0", "split#1"} <= {o["name"] for o in objects}, objects)
         self.assertIn("split", {o["name"] for o in self.ok_json("ls", CHANNEL_CLASS)})
         got = [json.loads(line) for line in self.ok("history", "split", "--json").splitlines()]
-        self.assertEqual([m["id"] for m in got], list(range(1, 7)))
-        self.assertEqual(got, sorted(sent, key=lambda m: m["id"]))
+        self.assertEqual([m["seq"] for m in got], list(range(1, 7)))
+        self.assertEqual(got, sorted(sent, key=lambda m: m["seq"]))
+        self.assertEqual(len({m["id"] for m in got}), 6)
+        later = [json.loads(line) for line in
+                 self.ok("history", "split", "--json", "--after", got[2]["id"]).splitlines()]
+        self.assertEqual(later, got[3:])
         self.assertEqual({m["username"] for m in got}, {"ann", "ben"})
         await a.close()
         await b.close()
+
+
+class OldFormatHistoryTests(unittest.IsolatedAsyncioTestCase):
+    """A data folder the previous version wrote (integer message ids, no UUIDs): doctl reads it
+    before the host has opened it, and after the host migrated it."""
+
+    async def asyncSetUp(self):
+        asyncio.get_running_loop().slow_callback_duration = 10
+
+    async def test_history_of_an_old_channel_before_and_after_the_migration(self):
+        host = Host(apps=("channels",))
+        try:
+            _, old = write_old_channel(host.data, "legacy", 12)
+
+            def history(*args):
+                code, out, err = run_doctl("--data", host.data, "history", "legacy", *args)
+                self.assertEqual(code, 0, err)
+                return out
+
+            # Not migrated yet: the seq is the old id, and there is no UUID yet.
+            got = [json.loads(line) for line in history("--json").splitlines()]
+            self.assertEqual(got, [{"id": None, **m} for m in old])
+            lines = history("--after", "10").splitlines()
+            self.assertEqual(len(lines), 2)
+            self.assertRegex(lines[0], TIME + r"  #11  User 2 \(u2\): old message 11  \[thread 11\]$")
+            missing = str(uuid.uuid4())
+            code, _, err = run_doctl("--data", host.data, "history", "legacy", "--after", missing)
+            self.assertEqual((code, err.strip()), (1, f"doctl: no message {missing} in channel legacy"))
+            # The host migrates on first open; doctl then shows the UUIDs, the same seqs.
+            host.start()
+            ws = await join_channel(host, "legacy", "u9", "nine")
+            await ws.close()
+            now = [json.loads(line) for line in history("--json").splitlines()]
+            self.assertEqual([{k: v for k, v in m.items() if k != "id"} for m in now], old)
+            for m in now:
+                self.assertRegex(m["id"], UUID4)
+            after = [json.loads(line) for line in history("--json", "--after", now[9]["id"]).splitlines()]
+            self.assertEqual(after, now[10:])
+            self.assertEqual(history("--after", "10"), history("--after", now[9]["id"]))
+        finally:
+            host.close()
 
 
 class OnlineTests(DoctlCase):

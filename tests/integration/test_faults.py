@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -18,7 +19,7 @@ import unittest
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 from harness import Host, binary, recv_json, recv_until, wait_for
-from test_channels import token, ws_path
+from test_channels import token, write_old_channel, ws_path
 
 ECHO = "TestEcho"
 
@@ -242,11 +243,48 @@ class ChannelCommitFault(FaultCase):
 
         self.clear()
         bob, state = await self.join("general", "bob")
-        self.assertEqual(state["lastMessageId"], kept["id"])
+        self.assertEqual((state["lastMessageId"], state["lastSeq"]), (kept["id"], kept["seq"]))
         self.assertEqual([m["content"] for m in state["messages"]], ["kept"])
         await bob.send(json.dumps({"type": "message", "content": "after"}))
         after = (await recv_until(bob, lambda m: m["type"] == "message"))["message"]
-        self.assertEqual(after["id"], kept["id"] + 1)
+        self.assertEqual(after["seq"], kept["seq"] + 1)
+        self.assertNotEqual(after["id"], kept["id"])
+
+    async def test_a_migration_that_cannot_commit_leaves_the_old_history_as_it_was(self):
+        """The first open of a history the previous version wrote migrates it in one
+        transaction: when that cannot commit, the file stays exactly as it was."""
+        path, old = write_old_channel(self.host.data, "legacy", 1500)
+
+        def contents():
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                return list(db.iterdump())
+            finally:
+                db.close()
+
+        auth = {"Authorization": f"Bearer {token('ann')}"}
+        # Opens the object without reading its history (a bad `after` is refused first), so
+        # the fault below hits the migration, not the host's own writes at open.
+        status, _, _ = self.host.http("GET", "channels", "/channel/legacy/messages?after=x",
+                                      headers=auth)
+        self.assertEqual(status, 400)
+        before = contents()
+        self.assertIn("  id INTEGER PRIMARY KEY,", "\n".join(before))  # still the old shape
+        self.arm(f"write,path={self.object_id('legacy', 'ChannelWebSocket')}")
+        status, _, body = self.host.http("GET", "channels", "/channel/legacy/messages",
+                                         headers=auth)
+        self.assertIn(status, (500, 503), body)
+        self.assertGreater(self.failed_calls(), 0)
+        self.assertEqual(contents(), before)  # the old table, every row, nothing half-done
+
+        self.clear()
+        status, _, body = self.host.http("GET", "channels", "/channel/legacy/messages?after=1400",
+                                         headers=auth)
+        self.assertEqual(status, 200, body)
+        got = json.loads(body)["messages"]
+        self.assertEqual([{k: v for k, v in m.items() if k != "id"} for m in got], old[1400:])
+        self.assertEqual(len({m["id"] for m in got}), 100)
+        self.assertNotEqual(contents(), before)
 
 
 class FilesAtOpen(FaultCase):

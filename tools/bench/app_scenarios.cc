@@ -289,10 +289,10 @@ class ChatDriver {
   }
 
   void onMessage(ClientConn& c, std::string_view m, SteadyClock::time_point t) {
-    // {"message":{"channelId":..,"content":..,"id":N,...},"type":"message"} (keys sorted);
-    // user_connected and other notices are not counted.
+    // {"message":{"channelId":..,"content":..,"id":"<uuid>","seq":N,...},"type":"message"}
+    // (keys sorted); user_connected and other notices are not counted. The seq is the order.
     if (m.rfind("{\"message\":{", 0) != 0) return;
-    int64_t id = intAfter(m, "\"id\":");
+    int64_t id = intAfter(m, "\"seq\":");
     std::string_view tag = stringAfter(m, "\"content\":\"");
     if (id <= 0 || tag.empty()) {
       ++strayFrames_;
@@ -344,7 +344,7 @@ class ChatDriver {
 
 
 // Reads the whole history over HTTP and checks it against the tags sent: every one stored
-// exactly once, nothing else, ids increasing.
+// exactly once, nothing else, seqs increasing.
 Json checkHistory(int port, const std::string& channel, const std::string& token,
                   const std::vector<std::string>& sent) {
   std::unordered_map<std::string, int> seen;
@@ -363,14 +363,14 @@ Json checkHistory(int port, const std::string& channel, const std::string& token
     if (!page.is_object() || !page.contains("messages")) return Json{{"error", "GET /messages: not JSON"}};
     ++pages;
     for (const Json& m : page["messages"]) {
-      int64_t id = m.value("id", int64_t{0});
+      int64_t id = m.value("seq", int64_t{0});
       if (id <= lastId) idsIncrease = false;
       lastId = id;
       ++seen[m.value("content", std::string())];
       ++stored;
     }
     if (!page.value("hasMore", false)) break;
-    after = page.value("lastMessageId", after);
+    after = page.value("lastSeq", after);
   }
   size_t missing = 0, duplicated = 0;
   for (const std::string& t : sent) {

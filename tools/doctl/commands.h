@@ -23,13 +23,17 @@ int runSql(const GlobalOptions& options, const std::string& className, const std
 // --- history of a channel (history.cc) -------------------------------------------------
 struct HistoryOptions {
   std::string channel;
-  std::optional<int64_t> after;    // message ids greater than this
-  std::optional<int64_t> sinceMs;  // messages with timestamp >= this
-  std::optional<int64_t> limit;    // at most this many messages in all (with follow, too)
+  std::optional<int64_t> afterSeq;     // messages with a greater seq
+  std::optional<std::string> afterId;  // messages after the one with this id (a UUID)
+  std::optional<int64_t> sinceMs;      // messages with timestamp >= this
+  std::optional<int64_t> limit;        // at most this many messages in all (with follow, too)
   bool follow = false;
   int pollMs = 200;
 };
 int runHistory(const GlobalOptions& options, const HistoryOptions& history);
+// --after: a message id (a UUID, stored lowercase) or a seq (a non-negative integer). False
+// if `text` is neither.
+bool parseHistoryAfter(const std::string& text, HistoryOptions& history);
 
 // --- online: through the admin API (admin.cc) ------------------------------------------
 int runObjects(const GlobalOptions& options, const std::optional<std::string>& className);

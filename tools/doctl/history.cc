@@ -1,14 +1,19 @@
 // history: a channel's persisted messages, oldest first, optionally followed as they arrive.
 //
 // ChannelWebSocket (objects/channel_websocket.cc) keeps a channel's history in the table
-// channel_messages of the object named by the channel id; ids are one sequence, so they give
-// the channel's total order. Shard objects ("<channelId>#<k>") hold the sockets of a sharded
-// channel and no history today; doctl still reads the table from any shard that has one and
-// merges everything by message id, so the output stays one sequence if that ever changes.
+// channel_messages of the object named by the channel id: each message has a UUID `id` and a
+// `seq`, one sequence that gives the channel's total order. Shard objects ("<channelId>#<k>")
+// hold the sockets of a sharded channel and no history today; doctl still reads the table from
+// any shard that has one and merges everything by seq, so the output stays one sequence if
+// that ever changes. A table the previous version wrote (`id INTEGER PRIMARY KEY`, no UUID)
+// and the host has not opened since (it migrates on first open) is read too: its ids are the
+// seqs, and its messages have no UUID yet.
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <climits>
 #include <cstdio>
@@ -37,7 +42,8 @@ volatile std::sig_atomic_t gStop = 0;
 void onSignal(int) { gStop = 1; }
 
 struct Message {
-  int64_t id = 0;
+  int64_t seq = 0;
+  std::optional<std::string> id;  // the UUID; none in a table the host has not migrated yet
   std::string channel;
   std::string userId;
   std::string username;
@@ -50,7 +56,24 @@ struct Message {
 struct Source {
   ObjectFile file;
   std::unique_ptr<dohost::storage::ObjectDatabase> db;
+  bool migrated = false;  // seen with `seq` (the host never turns it back)
 };
+
+enum class Table { kNone, kOld, kCurrent };
+
+// Whether `source` has the messages table, and in which shape.
+Table messagesTable(Source& source) {
+  if (source.migrated) return Table::kCurrent;
+  Query columns(source.db->handle(), "SELECT name FROM pragma_table_info(?1)");
+  columns.bind(1, kMessagesTable);
+  bool any = false;
+  while (columns.step()) {
+    any = true;
+    if (columns.bytes(0) == "seq") source.migrated = true;
+  }
+  if (!any) return Table::kNone;
+  return source.migrated ? Table::kCurrent : Table::kOld;
+}
 
 class History {
  public:
@@ -91,31 +114,46 @@ class History {
     return !sources_.empty();
   }
 
-  // Messages with an id greater than `after` (and not older than --since), at most `limit`,
-  // merged across sources by id.
+  // The seq of the message with this id, if any source has it.
+  std::optional<int64_t> seqOf(const std::string& id) {
+    for (Source& source : sources_) {
+      if (messagesTable(source) != Table::kCurrent) continue;
+      Query q(source.db->handle(), "SELECT seq FROM channel_messages WHERE id = ?1");
+      q.bind(1, id);
+      if (q.step()) return q.integer(0);
+    }
+    return std::nullopt;
+  }
+
+  // Messages with a seq greater than `after` (and not older than --since), at most `limit`,
+  // merged across sources by seq.
   std::vector<Message> read(int64_t after, int64_t limit) {
     std::map<int64_t, Message> merged;
     for (Source& source : sources_) {
-      sqlite3* db = source.db->handle();
-      {
-        Query exists(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1");
-        exists.bind(1, kMessagesTable);
-        if (!exists.step()) continue;
-      }
-      Query q(db,
-              "SELECT id, channel, user_id, username, content, timestamp, thread_id"
-              " FROM channel_messages WHERE id > ?1 AND timestamp >= ?2 ORDER BY id LIMIT ?3");
+      Table table = messagesTable(source);
+      if (table == Table::kNone) continue;
+      Query q(source.db->handle(),
+              table == Table::kCurrent
+                  ? "SELECT seq, id, channel, user_id, username, content, timestamp, thread_id"
+                    " FROM channel_messages WHERE seq > ?1 AND timestamp >= ?2"
+                    " ORDER BY seq LIMIT ?3"
+                  // The old id was the rowid, as seq is now: right even if the host
+                  // migrates the table between the two statements.
+                  : "SELECT rowid, NULL, channel, user_id, username, content, timestamp,"
+                    " thread_id FROM channel_messages WHERE rowid > ?1 AND timestamp >= ?2"
+                    " ORDER BY rowid LIMIT ?3");
       q.bind(1, after).bind(2, options_.sinceMs.value_or(INT64_MIN)).bind(3, limit);
       while (q.step()) {
         Message m;
-        m.id = q.integer(0);
-        m.channel = q.bytes(1);
-        m.userId = q.bytes(2);
-        m.username = q.bytes(3);
-        m.content = q.bytes(4);
-        m.timestamp = q.integer(5);
-        m.threadId = q.value(6);
-        merged.try_emplace(m.id, std::move(m));
+        m.seq = q.integer(0);
+        if (!q.isNull(1)) m.id = q.bytes(1);
+        m.channel = q.bytes(2);
+        m.userId = q.bytes(3);
+        m.username = q.bytes(4);
+        m.content = q.bytes(5);
+        m.timestamp = q.integer(6);
+        m.threadId = q.value(7);
+        merged.try_emplace(m.seq, std::move(m));
       }
     }
     std::vector<Message> out;
@@ -151,7 +189,8 @@ std::string threadText(const dohost::SqlValue& thread) {
 void printMessage(const Message& m, bool asJson) {
   std::string line;
   if (asJson) {
-    json j{{"id", m.id},
+    json j{{"id", m.id ? json(*m.id) : json()},
+           {"seq", m.seq},
            {"channelId", m.channel},
            {"userId", m.userId},
            {"username", m.username},
@@ -166,7 +205,8 @@ void printMessage(const Message& m, bool asJson) {
   } else {
     std::string user = displayBytes(m.username);
     if (m.userId != m.username) user += " (" + displayBytes(m.userId) + ")";
-    line = fmt::format("{}  #{}  {}: {}", formatTime(m.timestamp), m.id, user,
+    // The seq is the short handle (--after takes it); --json has the UUID too.
+    line = fmt::format("{}  #{}  {}: {}", formatTime(m.timestamp), m.seq, user,
                        displayBytes(m.content));
     if (!std::holds_alternative<std::nullptr_t>(m.threadId)) {
       line += "  [thread " + displayBytes(threadText(m.threadId)) + "]";
@@ -182,7 +222,35 @@ void pause(int ms) {
   nanosleep(&delay, nullptr);
 }
 
+// The canonical text form of a UUID: 8-4-4-4-12 hex digits (objects/uuid.h: isUuid).
+bool isUuid(const std::string& text) {
+  if (text.size() != 36) return false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    bool ok = dash ? text[i] == '-' : std::isxdigit(static_cast<unsigned char>(text[i])) != 0;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+bool parseHistoryAfter(const std::string& text, HistoryOptions& history) {
+  if (isUuid(text)) {
+    std::string id = text;
+    for (char& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    history.afterId = id;
+    return true;
+  }
+  int64_t seq = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seq);
+  if (text.empty() || text.front() == '-' || ec != std::errc() ||
+      end != text.data() + text.size()) {
+    return false;
+  }
+  history.afterSeq = seq;
+  return true;
+}
 
 int runHistory(const GlobalOptions& options, const HistoryOptions& history) {
   DataDir data(options.dataDir);
@@ -193,11 +261,19 @@ int runHistory(const GlobalOptions& options, const HistoryOptions& history) {
                                             history.channel));
   }
   int64_t left = history.limit.value_or(INT64_MAX);
-  int64_t last = history.after.value_or(0);
+  int64_t last = history.afterSeq.value_or(0);
+  if (history.afterId) {
+    std::optional<int64_t> seq = reader.seqOf(*history.afterId);
+    if (!seq) {
+      throw CliError(kExitFailed, fmt::format("no message {} in channel {}", *history.afterId,
+                                              history.channel));
+    }
+    last = *seq;
+  }
   auto printBatch = [&] {
     for (const Message& m : reader.read(last, left)) {
       printMessage(m, options.json);
-      last = m.id;
+      last = m.seq;
       --left;
     }
     std::fflush(stdout);

@@ -76,20 +76,21 @@ int run(int argc, char** argv) {
       [&] { command = [&] { return doctl::runSql(options, className, object, text); }; });
 
   doctl::HistoryOptions history;
-  std::string since;
-  int64_t after = 0, limit = 0;
+  std::string since, after;
+  int64_t limit = 0;
   auto* hist = app.add_subcommand("history", "A channel's persisted messages, oldest first");
   hist->add_option("channel", history.channel, "Channel id")->required();
-  auto* afterOption = hist->add_option("--after", after, "Only messages with a greater id");
+  auto* afterOption = hist->add_option(
+      "--after", after, "Only messages after this one: its id (a UUID) or its seq (an integer)");
   auto* sinceOption = hist->add_option(
       "--since", since, "Only messages from this time on: RFC 3339, or a duration ago (10m, 2h)");
   auto* limitOption = hist->add_option("--limit", limit, "At most this many messages");
   hist->add_flag("-f,--follow", history.follow,
                  "Keep printing messages as they are stored, until Ctrl-C");
   hist->callback([&] {
-    if (afterOption->count() > 0) {
-      if (after < 0) throw CLI::ValidationError("--after", "must be a message id (>= 0)");
-      history.after = after;
+    if (afterOption->count() > 0 && !doctl::parseHistoryAfter(after, history)) {
+      throw CLI::ValidationError("--after",
+                                 "must be a message id (a UUID) or a seq (an integer >= 0)");
     }
     if (limitOption->count() > 0) {
       if (limit <= 0) throw CLI::ValidationError("--limit", "must be at least 1");
