@@ -131,8 +131,8 @@ Settings Settings::parse(const AppSettings& settings) {
       if (!value.empty() && !validId(value)) {
         throw std::invalid_argument(
             "guide: default_context_id must be 1-128 characters of "
-            "A-Z a-z 0-9 . _ : @ ~ -, got \"" +
-            value + "\"");
+            "A-Z a-z 0-9 . _ : @ ~ -, got " +
+            quoteValue(value));
       }
       s.defaultContextId = value;
       continue;
@@ -146,7 +146,7 @@ Settings Settings::parse(const AppSettings& settings) {
     if (!v || *v < n->min || *v > n->max) {
       throw std::invalid_argument("guide: " + key + " must be an integer in " +
                                   std::to_string(n->min) + ".." + std::to_string(n->max) +
-                                  ", got \"" + value + "\"");
+                                  ", got " + quoteValue(value));
     }
     *n->field = *v;
   }

@@ -1,4 +1,6 @@
 // runHost (signals, runtime, server) and hostMain (flags, config file, plugins).
+#include <algorithm>
+#include <cctype>
 #include <dlfcn.h>
 #include <signal.h>
 
@@ -27,6 +29,15 @@
 namespace dohost {
 namespace {
 
+// A TOML key in an error message: bare when it can be written bare, else quoted, so that the
+// message stays on one line whatever the key holds.
+std::string keyText(std::string_view key) {
+  bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+  return bare ? std::string(key) : quoteValue(key);
+}
+
 // A one-line configuration error: printed by hostMain, exit code 2.
 struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -35,7 +46,7 @@ struct ConfigError : std::runtime_error {
 ListenerOptions parseListen(const std::string& what, const std::string& text) {
   size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0) {
-    throw ConfigError(what + ": expected HOST:PORT, got \"" + text + "\"");
+    throw ConfigError(what + ": expected HOST:PORT, got " + quoteValue(text));
   }
   ListenerOptions l;
   l.host = text.substr(0, colon);
@@ -43,7 +54,7 @@ ListenerOptions parseListen(const std::string& what, const std::string& text) {
   char* end = nullptr;
   long p = std::strtol(port.c_str(), &end, 10);
   if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
-    throw ConfigError(what + ": bad port \"" + port + "\"");
+    throw ConfigError(what + ": bad port " + quoteValue(port));
   }
   l.port = static_cast<int>(p);
   return l;
@@ -163,7 +174,7 @@ void applyConfig(const toml::table& t, HostOptions& o) {
   for (const NumberSetting& s : kNumberSettings) known.insert(s.key);
   for (const auto& [k, v] : t) {
     if (!known.count(std::string(k.str()))) {
-      throw ConfigError("config: unknown key \"" + std::string(k.str()) + "\"");
+      throw ConfigError("config: unknown key " + keyText(k.str()));
     }
   }
   for (const NumberSetting& s : kNumberSettings) {
@@ -203,8 +214,9 @@ void applyConfig(const toml::table& t, HostOptions& o) {
   if (auto apps = t["apps"].as_table()) {
     for (const auto& [name, value] : *apps) {
       const toml::table* app = value.as_table();
-      if (app == nullptr) throw ConfigError("config: [apps." + std::string(name.str()) + "] must be a table");
+      if (app == nullptr) throw ConfigError("config: [apps." + keyText(name.str()) + "] must be a table");
       std::string appName(name.str());
+      const std::string appText = keyText(appName);
       for (const auto& [k, v] : *app) {
         std::string key(k.str());
         std::string text;
@@ -219,13 +231,13 @@ void applyConfig(const toml::table& t, HostOptions& o) {
         } else if (auto b = v.value_exact<bool>()) {
           text = *b ? "true" : "false";
         } else {
-          throw ConfigError("config: apps." + appName + "." + key + " must be a string or number");
+          throw ConfigError("config: apps." + appText + "." + keyText(key) + " must be a string or number");
         }
         if (key == "listen") {
           if (text == "off") {
             o.appsOff.push_back(appName);
           } else {
-            o.apps[appName] = parseListen("config apps." + appName + ".listen", text);
+            o.apps[appName] = parseListen("config apps." + appText + ".listen", text);
           }
         } else if (key == "tls_cert") {
           o.apps[appName].tlsCert = text;
@@ -398,7 +410,7 @@ int hostMain(int argc, char** argv, Registry& registry) {
       std::string name = f.substr(0, eq), value = f.substr(eq + 1);
       bool known = false;
       for (const AppInfo& a : registry.apps()) known = known || a.name == name;
-      if (!known) throw ConfigError("--app: no app named \"" + name + "\"");
+      if (!known) throw ConfigError("--app: no app named " + quoteValue(name));
       if (value == "off") {
         o.appsOff.push_back(name);
       } else {

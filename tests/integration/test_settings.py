@@ -131,5 +131,32 @@ class AppNumbersTest(unittest.TestCase):
                         self.assertIn(f"app {app}: {key} must be a ", err)
 
 
+class OneLineErrorsTest(unittest.TestCase):
+    """A refused value or key is quoted with its control characters escaped, so the error is one
+    line whatever it holds (found by the config fuzz target)."""
+
+    def test_values_and_keys_with_line_breaks_are_quoted(self):
+        cases = [
+            ('admin = """1ct = 10\nlog_lev"in?o"\ne-Ame"\n"""\n', 'expected HOST:PORT, got "1ct = 10\\nlog_lev\\"in?o\\"'),
+            ('"bad\\nkey" = 1\n', 'unknown key "bad\\nkey"'),
+            ('[apps."x\\ty"]\nlisten = "nowhere"\n', 'apps."x\\ty".listen'),
+            ('idle_evict = "\\u0001"\n', None),
+        ]
+        for config, expected in cases:
+            with self.subTest(config=config):
+                code, err = run([], config=config)
+                self.assertEqual(code, 2, err)
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertTrue(err.startswith("dohost: "), err)
+                if expected:
+                    self.assertIn(expected, err)
+
+    def test_a_flag_value_with_a_line_break_is_quoted(self):
+        code, err = run(["--idle-evict", "1\n2"])
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn('"1\\n2"', err)
+
+
 if __name__ == "__main__":
     unittest.main()
