@@ -34,6 +34,8 @@ inline constexpr int64_t kActivityWriteIntervalMs = 1000;
 // Longer names are hashed into the object id but not kept, and the object needs its name.
 inline constexpr size_t kMaxProjectIdBytes = 1024;
 inline constexpr std::string_view kActivityKey = "lastActivity";
+// The cleanup delay of the project's clients, for the alarm (it may run with none connected).
+inline constexpr std::string_view kCleanupDelayKey = "cleanupMs";
 
 // Serializes JSON built from client input: invalid UTF-8 is replaced rather than thrown.
 inline std::string dump(const Json& j, int indent = -1) {
@@ -215,7 +217,10 @@ class ProjectApp : public App {
 // The cleanup alarm is always pending while the project has storage: armed by the first
 // client, moved to "leave time + delay" whenever the last client leaves, and re-armed by
 // itself while clients are connected. So even a host killed with clients connected (no close
-// events) leaves an alarm that cleans the project up after the restart.
+// events) leaves an alarm that cleans the project up after the restart. The project is deleted
+// only after a whole delay of inactivity: an alarm that finds no client but recent activity
+// (it fired right after a restart, before the clients came back) waits for the rest of the
+// delay instead.
 class ProjectObject : public DurableObject {
  public:
   explicit ProjectObject(ObjectState& state) : state_(state) {}
@@ -229,12 +234,26 @@ class ProjectObject : public DurableObject {
       state_.storage().setAlarm(state_.now() + Duration(delay));
       return;
     }
+    // The delay of the last client, kept with the activity; the last activity it counts from.
+    int64_t delay = kDefaultCleanupMs;
+    if (std::optional<std::string> v = state_.storage().get(kCleanupDelayKey)) {
+      try {
+        delay = std::stoll(*v);
+      } catch (const std::exception&) {
+      }
+    }
+    Json last = lastActivityJson();
+    if (last.is_number_integer() && nowMs() - last.get<int64_t>() < delay) {
+      state_.storage().setAlarm(fromUnixMillis(last.get<int64_t>() + delay));
+      return;
+    }
     // Every key and table goes, with the alarm: the project starts from nothing.
     logLine(LogLevel::kInfo, "no client for the cleanup delay: deleting the project's storage",
             state_.className(), state_.id());
     state_.storage().deleteAll();
     lastActivity_.reset();
     persistedActivity_ = 0;
+    storedCleanupMs_.reset();
     afterDeleteAll();
   }
 
@@ -259,6 +278,7 @@ class ProjectObject : public DurableObject {
       } catch (const std::exception&) {
       }
     }
+    rememberCleanupDelay(info.cleanupMs);
     WebSocket ws = state_.acceptWebSocket(request, {type, clientTag(info.id)});
     ws.serializeAttachment(dump(Json{{"id", info.id},
                                      {"type", info.type},
@@ -326,6 +346,24 @@ class ProjectObject : public DurableObject {
                 {"connectedFor", now - c.connectedAt}};
   }
 
+  // The cleanup delay in storage, for an alarm that finds no client to read it from; written
+  // only when it differs from what is stored (the first client, or a changed setting).
+  void rememberCleanupDelay(int64_t ms) {
+    if (!storedCleanupMs_) {
+      storedCleanupMs_ = -1;
+      if (std::optional<std::string> v = state_.storage().get(kCleanupDelayKey)) {
+        try {
+          storedCleanupMs_ = std::stoll(*v);
+        } catch (const std::exception&) {
+        }
+      }
+    }
+    if (*storedCleanupMs_ != ms) {
+      state_.storage().put(kCleanupDelayKey, std::to_string(ms));
+      storedCleanupMs_ = ms;
+    }
+  }
+
   // For subclasses that keep more than the activity key (the bridge's table).
   virtual void afterDeleteAll() {}
 
@@ -335,6 +373,7 @@ class ProjectObject : public DurableObject {
   // Caches of storage; both are re-read after the instance is rebuilt.
   std::optional<int64_t> lastActivity_;
   int64_t persistedActivity_ = 0;
+  std::optional<int64_t> storedCleanupMs_;  // what storage holds; -1: nothing
 };
 
 }  // namespace dohost::objects::project

@@ -496,6 +496,56 @@ class BroadcasterCleanupTest(unittest.IsolatedAsyncioTestCase):
         await close_all(p.ws.values())
 
 
+class BroadcasterRestartCleanupTest(unittest.IsolatedAsyncioTestCase):
+    """An alarm that fires right after a restart, before the project's clients are back, finds
+    no client but recent activity: the project is kept for the rest of the delay (the soak
+    found projects deleted this way, their acknowledged activity with them)."""
+
+    async def asyncSetUp(self):
+        self.host = Host(apps=("broadcaster",),
+                         env={"DOHOST_BROADCASTER_CLEANUP_SECONDS": "3"}).start()
+
+    async def asyncTearDown(self):
+        self.host.close()
+
+    def health(self, name):
+        return json.loads(self.host.http("GET", "broadcaster", f"/health?projectId={name}")[2])
+
+    def alarm(self, name):
+        return self.host.admin_json("GET", f"/objects/Broadcaster/{name}")[1]["alarm"]
+
+    async def test_an_alarm_right_after_a_restart_keeps_a_recently_active_project(self):
+        p = Project(self.host, "restart-project")
+        await p.join("r", "runtime")
+        await p.join("a", "data-agent")
+        first = self.alarm(p.id)  # armed by the first client: connect + 3 s
+        # Activity until just before that alarm, then the host dies with the clients on it.
+        while ms_now() < first - 400:
+            await p.send("r", {"id": "m", "type": "q", "to": {"id": p.ids["a"]}})
+            await p.recv("a")
+            await asyncio.sleep(0.1)
+        last = self.health(p.id)["lastActivity"]
+        self.host.kill()
+        self.host.start()
+        # The alarm is due: it runs with no client connected, and must not delete the project.
+        deadline = time.time() + 10
+        while (alarm := self.alarm(p.id)) is not None and alarm <= first:
+            self.assertLess(time.time(), deadline, "the alarm did not run")
+            await asyncio.sleep(0.05)
+        self.assertIsNotNone(alarm, "the project was deleted")
+        # Activity is stored at most once a second: counted from what was stored.
+        stored = self.health(p.id)["lastActivity"]
+        self.assertGreaterEqual(stored, last - 1001)
+        self.assertEqual(alarm, stored + 3000)
+        # With nobody back for a whole delay it goes.
+        deadline = time.time() + 15
+        while self.health(p.id)["lastActivity"] is not None:
+            self.assertLess(time.time(), deadline, "the project was never cleaned up")
+            await asyncio.sleep(0.1)
+        self.assertIsNone(self.alarm(p.id))
+        await close_all(p.ws.values())
+
+
 class BroadcasterSettingsTest(unittest.TestCase):
     def test_a_bad_cleanup_delay_stops_the_host_with_exit_code_2(self):
         for value in ("soon", "-1", "5s", ""):
