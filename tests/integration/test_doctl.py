@@ -137,7 +137,8 @@ class DoctlCase(unittest.IsolatedAsyncioTestCase):
         return None
 
     async def project_with_alarm(self, project):
-        """A Broadcaster whose only client came and went: a cleanup alarm and one key."""
+        """A Broadcaster whose only client came and went: a cleanup alarm and two keys (its last
+        activity and its cleanup delay)."""
         ws = await self.host.connect("broadcaster", f"/websocket?type=runtime&projectId={project}")
         await recv_json(ws)
         await ws.close()
@@ -189,7 +190,7 @@ class OfflineTests(DoctlCase):
         o = mine[0]
         self.assertEqual(o["class"], "Broadcaster")
         self.assertRegex(o["id"], "^[0-9a-f]{64}$")
-        self.assertEqual(o["keys"], 1)
+        self.assertEqual(o["keys"], 2)
         self.assertGreater(o["storageBytes"], 0)
         self.assertIsNone(o["alarmFailed"])
         # Same id as the host gives the name (the admin API applies idFromName itself).
@@ -206,11 +207,11 @@ class OfflineTests(DoctlCase):
         await self.project_with_alarm("show-p")
         by_name = self.ok_json("show", "Broadcaster", "show-p")
         self.assertEqual(by_name["name"], "show-p")
-        self.assertEqual(by_name["keys"], 1)
+        self.assertEqual(by_name["keys"], 2)
         self.assertEqual(by_name["meta"]["class"], "Broadcaster")
         self.assertEqual(by_name["meta"]["id"], by_name["id"])
         self.assertEqual(by_name["meta"]["alarm"], by_name["alarm"])
-        self.assertEqual({t["name"]: t["rows"] for t in by_name["tables"]}["_do_kv"], 1)
+        self.assertEqual({t["name"]: t["rows"] for t in by_name["tables"]}["_do_kv"], 2)
         oid = by_name["id"]
         by_id = self.ok_json("show", "Broadcaster", oid)
         for key in ("id", "name", "meta", "tables", "keys", "alarm"):
@@ -222,9 +223,9 @@ class OfflineTests(DoctlCase):
         self.assertEqual(fields["class"], "Broadcaster")
         self.assertEqual(fields["id"], oid)
         self.assertEqual(fields["name"], "show-p")
-        self.assertEqual(fields["keys"], "1")
+        self.assertEqual(fields["keys"], "2")
         self.assertRegex(fields["alarm"], TIME + r" \(in \d+m\d+s\)$")
-        self.assertRegex(out, r"(?m)^_do_kv\s+1$")
+        self.assertRegex(out, r"(?m)^_do_kv\s+2$")
 
     async def test_show_lists_user_tables_with_row_counts(self):
         detail = self.ok_json("show", CHANNEL_CLASS, "general")
@@ -259,11 +260,12 @@ class OfflineTests(DoctlCase):
         out = self.ok("kv", "Broadcaster", "kv-p")
         lines = out.splitlines()
         self.assertEqual(lines[0].split(), ["KEY", "VALUE"])
-        self.assertRegex(lines[1], r"^lastActivity\s+\d{13}$")
+        self.assertRegex(lines[1], r"^cleanupMs\s+300000$")
+        self.assertRegex(lines[2], r"^lastActivity\s+\d{13}$")
         entries = self.ok_json("kv", "Broadcaster", "kv-p")
-        self.assertEqual([e["key"] for e in entries], ["lastActivity"])
-        self.assertNotIn("valueEncoding", entries[0])
-        self.assertEqual(self.ok_json("kv", "Broadcaster", "kv-p", "--prefix", "last"), entries)
+        self.assertEqual([e["key"] for e in entries], ["cleanupMs", "lastActivity"])
+        self.assertNotIn("valueEncoding", entries[1])
+        self.assertEqual(self.ok_json("kv", "Broadcaster", "kv-p", "--prefix", "last"), entries[1:])
         self.assertEqual(self.ok_json("kv", "Broadcaster", "kv-p", "--prefix", "zzz"), [])
         self.assertEqual(self.ok("kv", "Broadcaster", "kv-p", "--prefix", "zzz").split(),
                          ["KEY", "VALUE"])
@@ -620,16 +622,16 @@ class OnlineTests(DoctlCase):
 
     async def test_alarm_runs_now(self):
         o = await self.project_with_alarm("alarm-p")
-        self.assertEqual(o["keys"], 1)
+        self.assertEqual(o["keys"], 2)
         self.assertEqual(self.admin_ok("alarm", "Broadcaster", "alarm-p"),
                          "Broadcaster alarm-p: alarm ran\n")
-        # The Broadcaster's cleanup alarm deletes the project's storage: the data folder
-        # shows it, and the alarm is gone.
-        after = self.wait_for(lambda: (x := self.object_json("Broadcaster", "alarm-p"))
-                              and x["keys"] == 0 and x, what="the cleanup")
-        self.assertIsNone(after["alarm"])
-        self.assert_error(self.admin("alarm", "Broadcaster", "alarm-p"), 1,
-                          "the object has no alarm")
+        # The Broadcaster's cleanup alarm ran early: the client left a moment ago, so it keeps
+        # the project and sets itself again for a whole delay after that activity.
+        after = self.object_json("Broadcaster", "alarm-p")
+        self.assertEqual(after["keys"], 2)
+        self.assertAlmostEqual(after["alarm"], o["alarm"], delta=1)  # both in whole ms
+        self.assertEqual(self.admin_ok("alarm", "Broadcaster", "alarm-p"),
+                         "Broadcaster alarm-p: alarm ran\n")
 
     async def test_token_from_the_environment_and_wrong_tokens(self):
         code, out, err = self.admin("objects", token=None, env={"DOHOST_ADMIN_TOKEN": ADMIN_TOKEN})
