@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import time
 import unittest
 import uuid
@@ -255,6 +256,24 @@ class ChannelTestCase(SocketsClosed):
     @classmethod
     def tearDownClass(cls):
         cls.host.close()
+
+
+class SeedClientTests(ChannelTestCase):
+    """Seed 004's own reconnecting client (WaddleWebSocket), unchanged, in Node
+    (tests/integration/node/seed_channels.js)."""
+
+    def test_the_seed_client_catches_up_from_the_last_uuid_it_saw(self):
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None or not os.path.isdir(os.path.join(HERE, "node", "node_modules", "ws")):
+            self.skipTest("needs node and the ws package (tests/integration/node/setup)")
+        proc = subprocess.run([node, os.path.join(HERE, "node", "seed_channels.js"),
+                               str(self.host.apps["channels"]), token("alice"), token("bob")],
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, f"{proc.stdout}\n{proc.stderr}")
+        checks = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{"check"')]
+        self.assertEqual(checks[-1]["check"], "done")
+        self.assertTrue(all(c["ok"] for c in checks))
+        self.assertEqual(len(checks), 6)
 
 
 class AuthTests(ChannelTestCase):
