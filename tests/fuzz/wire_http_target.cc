@@ -56,7 +56,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (input.empty()) last = reader.read(input, &pieces);
   checkStatus(last);
   if (last.kind != all.kind) fuzz::fail("pieces and the whole buffer disagree on the outcome");
-  if (all.kind == http::Outcome::kError && (last.status != all.status || last.message != all.message)) {
+  // The same status; the reason may differ: read in pieces, a head is refused as soon as the
+  // bytes so far pass a limit, so a 431 can name the byte limit where one read of the whole
+  // head first counted one line too many.
+  if (all.kind == http::Outcome::kError && last.status != all.status) {
     fuzz::fail("pieces answered " + std::to_string(last.status) + " (" + last.message +
                "), the whole buffer " + std::to_string(all.status) + " (" + all.message + ")");
   }
