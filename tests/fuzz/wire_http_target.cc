@@ -1,7 +1,7 @@
 // Fuzz target wire_http: the bytes a client sends before its request is routed. The input's
 // first byte chooses where the rest is cut into pieces; HeadReader reads the pieces as they
 // would arrive (the buffer growing between calls) and must come to the same outcome as one
-// read of the whole buffer: the same status and message for an error, the same head length,
+// read of the whole buffer: the same status for an error, the same head length,
 // and the same request for a complete head (parseHead then decides it once more). Small limits
 // (from the second byte) make the 414 and 431 paths reachable with short inputs.
 #include <string>
