@@ -44,6 +44,9 @@ using FramePtr = std::shared_ptr<Frame>;
 // lws hands a request's query over as decoded `key=value` fragments; this appends one to
 // `query`, percent-encoded again, so Request::queryParam reads what the client sent.
 void appendQueryFragment(std::string& query, std::string_view fragment);
+// Appends `s` as a JSON string: quotes, backslashes and control characters escaped; text that
+// is not valid UTF-8 gets each byte from 0x80 up as \u00XX (log.cc).
+void appendJsonString(std::string& out, std::string_view s);
 
 namespace detail {
 

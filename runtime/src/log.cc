@@ -5,6 +5,7 @@
 #include <string>
 
 #include "dohost/time.h"
+#include "internal.h"
 #include "utf8.h"
 
 namespace dohost {
@@ -37,6 +38,29 @@ void appendQuoted(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+std::string jsonLine(const char* stamp, LogLevel level, std::string_view message,
+                     std::string_view className, std::string_view id) {
+  std::string line = "{\"time\":\"";
+  line += stamp;
+  line += "\",\"level\":\"";
+  line += name(level);
+  line += '"';
+  if (!className.empty()) {
+    line += ",\"class\":";
+    appendJsonString(line, className);
+  }
+  if (!id.empty()) {
+    line += ",\"id\":";
+    appendJsonString(line, id);
+  }
+  line += ",\"msg\":";
+  appendJsonString(line, message);
+  line += "}\n";
+  return line;
+}
+
+}  // namespace
+
 // A JSON string: quotes, backslashes and control characters escaped. Text that is not valid
 // UTF-8 gets each byte from 0x80 up as \u00XX, so every line stays valid JSON.
 void appendJsonString(std::string& out, std::string_view s) {
@@ -63,29 +87,6 @@ void appendJsonString(std::string& out, std::string_view s) {
   }
   out.push_back('"');
 }
-
-std::string jsonLine(const char* stamp, LogLevel level, std::string_view message,
-                     std::string_view className, std::string_view id) {
-  std::string line = "{\"time\":\"";
-  line += stamp;
-  line += "\",\"level\":\"";
-  line += name(level);
-  line += '"';
-  if (!className.empty()) {
-    line += ",\"class\":";
-    appendJsonString(line, className);
-  }
-  if (!id.empty()) {
-    line += ",\"id\":";
-    appendJsonString(line, id);
-  }
-  line += ",\"msg\":";
-  appendJsonString(line, message);
-  line += "}\n";
-  return line;
-}
-
-}  // namespace
 
 void setLogFormat(LogFormat format) { gFormat = format; }
 

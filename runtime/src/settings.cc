@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "utf8.h"
+#include "internal.h"
 
 namespace dohost {
 namespace {
@@ -36,41 +36,8 @@ bool fits(double v, const NumberRange& r) {
 }  // namespace
 
 std::string quoteValue(std::string_view text) {
-  static const char* hex = "0123456789abcdef";
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size();) {
-    auto c = static_cast<unsigned char>(text[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool valid = n > 0 && i + n <= text.size();
-    for (size_t k = 1; valid && k < n; ++k) valid = (static_cast<unsigned char>(text[i + k]) >> 6) == 2;
-    if (valid && n > 1 && isValidUtf8(text.substr(i, n))) {
-      out.append(text.substr(i, n));
-      i += n;
-      continue;
-    }
-    if (!valid || n > 1) {
-      out += "\\x";
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    } else if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      out += "\\u00";
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-    ++i;
-  }
-  out += "\"";
+  std::string out;
+  appendJsonString(out, text);
   return out;
 }
 

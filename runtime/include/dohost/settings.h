@@ -28,9 +28,8 @@ struct NumberRange {
 double checkSetting(std::string_view what, double value, const NumberRange& range);
 // `text` (a decimal number, surrounding spaces allowed) as a number in `range`.
 double parseSetting(std::string_view what, std::string_view text, const NumberRange& range);
-// `text` in double quotes on one line, for an error message that shows what was given:
-// quotes, backslashes and control characters escaped (\n, \t, \u0001), bytes that are not
-// UTF-8 as \xNN.
+// `text` in double quotes on one line, for an error message that shows what was given: a
+// JSON string, with quotes, backslashes and control characters escaped (\n, \t, \u0001).
 std::string quoteValue(std::string_view text);
 // An app's setting `key` as a number in `range`, or `fallback` when it is not set.
 double appSetting(const AppSettings& settings, const std::string& key, const NumberRange& range,
