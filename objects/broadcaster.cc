@@ -13,10 +13,10 @@ namespace {
 
 using project::Json;
 
-const std::vector<std::string> kClientTypes = {"runtime", "data-agent", "admin"};
+const std::vector<std::string> kBroadcasterClientTypes = {"runtime", "data-agent", "admin"};
 
 bool isClientType(const std::string& type) {
-  return std::find(kClientTypes.begin(), kClientTypes.end(), type) != kClientTypes.end();
+  return std::find(kBroadcasterClientTypes.begin(), kBroadcasterClientTypes.end(), type) != kBroadcasterClientTypes.end();
 }
 
 // Routing (the seed's three rules):
@@ -70,7 +70,7 @@ class Broadcaster final : public project::ProjectObject {
 
     auto to = msg.find("to");
     if (to == msg.end() || to->is_null()) {
-      state_.broadcast(project::dump(msg), {{"runtime", "data-agent"}, {ws}});
+      state_.broadcast(dump(msg), {{"runtime", "data-agent"}, {ws}});
       return;
     }
     if (!to->is_object()) {
@@ -94,13 +94,13 @@ class Broadcaster final : public project::ProjectObject {
       }
       BroadcastOptions options{{tag, "admin"}, {}};
       if (target != sender->id) options.except.push_back(ws);  // a client may address itself
-      state_.broadcast(project::dump(msg), options);
+      state_.broadcast(dump(msg), options);
       return;
     }
     if (toType) {
       if (!toType->is_string() || !isClientType(toType->get_ref<const std::string&>())) {
         std::string shown =
-            toType->is_string() ? toType->get<std::string>() : project::dump(*toType);
+            toType->is_string() ? toType->get<std::string>() : dump(*toType);
         return sendError(ws, "unknown_target", "Unknown target type: " + shown, messageId);
       }
       const std::string& targetType = toType->get_ref<const std::string&>();
@@ -109,7 +109,7 @@ class Broadcaster final : public project::ProjectObject {
         return sendError(ws, "unknown_target", "No connected client of type " + targetType,
                          messageId);
       }
-      state_.broadcast(project::dump(msg), {{targetType, "admin"}, {ws}});
+      state_.broadcast(dump(msg), {{targetType, "admin"}, {ws}});
       return;
     }
     sendError(ws, "invalid_target", "'to' needs an id or a type", messageId);
@@ -129,7 +129,7 @@ class Broadcaster final : public project::ProjectObject {
       return project::jsonResponse(400, project::errorBody("Invalid type parameter"));
     }
     auto [ws, client] = acceptClient(request, *type);
-    ws.send(project::dump(Json{{"id", project::newUuid()},
+    ws.send(dump(Json{{"id", project::newUuid()},
                                {"type", "connected"},
                                {"from", {{"type", "system"}}},
                                {"payload",
@@ -147,7 +147,7 @@ class Broadcaster final : public project::ProjectObject {
     clientGone(ws);
     if (!client) return;
     // The closed socket is no longer among the object's sockets: this reaches the rest.
-    state_.broadcast(project::dump(Json{{"id", project::newUuid()},
+    state_.broadcast(dump(Json{{"id", project::newUuid()},
                                         {"type", "client_left"},
                                         {"from", {{"type", "system"}}},
                                         {"payload",
@@ -185,7 +185,7 @@ class Broadcaster final : public project::ProjectObject {
                     {"projectId", projectId()},
                     {"timestamp", nowMs()}};
     if (messageId) payload["messageId"] = *messageId;
-    ws.send(project::dump(Json{{"id", project::newUuid()},
+    ws.send(dump(Json{{"id", project::newUuid()},
                                {"type", "error"},
                                {"from", {{"type", "system"}}},
                                {"payload", payload}}));
@@ -198,7 +198,7 @@ void registerBroadcaster(Registry& registry) {
   registry.addClass<Broadcaster>("Broadcaster");
   registry.addApp({"broadcaster", "127.0.0.1:8787", [](const AppSettings& settings) {
                      return std::make_unique<project::ProjectApp>(settings, "broadcaster",
-                                                                  "Broadcaster", kClientTypes);
+                                                                  "Broadcaster", kBroadcasterClientTypes);
                    }});
 }
 

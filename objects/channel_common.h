@@ -11,39 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "dohost/dohost.h"
+#include "objects/app_util.h"
 #include "objects/uuid.h"
 
 namespace dohost::objects::channel {
 
 using nlohmann::json;
-
-// Never throws on odd bytes.
-inline std::string dump(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-inline Response jsonError(int status, std::string message) {
-  return Response::json(status, dump(json{{"error", std::move(message)}}));
-}
-
-inline Response unauthorized(const std::string& reason) {
-  Response r = Response::json(401, dump(json{{"error", "Unauthorized"}, {"reason", reason}}));
-  r.setHeader("www-authenticate", "Bearer");
-  return r;
-}
-
-inline std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-inline std::optional<int64_t> parseInt(std::string_view text) {
-  int64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
 
 // Where a replay starts: after the message whose `id` is this UUID (lowercase), or, when `id`
 // is empty, after this `seq` (0: from the start of the history).

@@ -17,11 +17,6 @@ namespace {
 
 using nlohmann::json;
 using channel::After;
-using channel::dump;
-using channel::jsonError;
-using channel::parseInt;
-using channel::trim;
-using channel::unauthorized;
 
 void sendJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
 

@@ -10,9 +10,6 @@
 
 namespace dohost::objects {
 
-using channel::dump;
-using channel::jsonError;
-using channel::unauthorized;
 using nlohmann::json;
 
 // --- the app --------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 namespace dohost::objects::guide {
 namespace {
 
-constexpr char kSchema[] = R"(
+constexpr char kAnalyticsSchema[] = R"(
 CREATE TABLE IF NOT EXISTS metric_values (
   metric TEXT PRIMARY KEY,
   value TEXT NOT NULL,
@@ -30,7 +30,7 @@ AnalyticsRoom::AnalyticsRoom(ObjectState& state, SharedSettings settings)
 
 void AnalyticsRoom::ensureSchema() {
   if (schemaReady_) return;
-  state_.storage().sql().exec(kSchema);
+  state_.storage().sql().exec(kAnalyticsSchema);
   schemaReady_ = true;
 }
 

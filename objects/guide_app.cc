@@ -11,12 +11,6 @@ namespace {
 constexpr char kBuiltInMetricError[] =
     "activity and engagement are computed by the host from the context's chat";
 
-Response unauthorized(const std::string& reason) {
-  Response r = Response::json(401, dump(json{{"error", "Unauthorized"}, {"reason", reason}}));
-  r.setHeader("www-authenticate", "Bearer");
-  return r;
-}
-
 Response methodNotAllowed(const char* allow) {
   Response r = jsonError(405, "method not allowed");
   r.setHeader("allow", allow);

@@ -6,7 +6,7 @@
 namespace dohost::objects::guide {
 namespace {
 
-constexpr char kSchema[] = R"(
+constexpr char kChatSchema[] = R"(
 CREATE TABLE IF NOT EXISTS chat_messages (
   seq INTEGER PRIMARY KEY,
   id TEXT NOT NULL UNIQUE,
@@ -43,7 +43,7 @@ ChatRoom::ChatRoom(ObjectState& state, SharedSettings settings)
 
 void ChatRoom::ensureSchema() {
   if (schemaReady_) return;
-  state_.storage().sql().exec(kSchema);
+  state_.storage().sql().exec(kChatSchema);
   lastTimestamp_ = state_.storage()
                        .sql()
                        .exec("SELECT coalesce(max(timestamp), 0) FROM chat_messages")

@@ -8,7 +8,7 @@
 namespace dohost::objects::guide {
 namespace {
 
-constexpr char kSchema[] = R"(
+constexpr char kCollaborationSchema[] = R"(
 CREATE TABLE IF NOT EXISTS collab_sessions (
   session_id TEXT PRIMARY KEY,
   text TEXT NOT NULL,
@@ -43,7 +43,7 @@ CollaborationRoom::CollaborationRoom(ObjectState& state, SharedSettings settings
 
 void CollaborationRoom::ensureSchema() {
   if (schemaReady_) return;
-  state_.storage().sql().exec(kSchema);
+  state_.storage().sql().exec(kCollaborationSchema);
   schemaReady_ = true;
 }
 

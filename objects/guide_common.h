@@ -14,6 +14,7 @@
 
 #include "dohost/json.h"
 #include "dohost/dohost.h"
+#include "objects/app_util.h"
 
 namespace dohost::objects::guide {
 
@@ -66,11 +67,6 @@ struct Settings {
 using SharedSettings = std::shared_ptr<const Settings>;
 
 // --- JSON ------------------------------------------------------------------------------------
-
-// Never throws on odd bytes.
-inline std::string dump(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
-}
 
 // The JSON object in `text`, or nullopt if it is not valid JSON or not an object.
 std::optional<json> parseObject(std::string_view text);
@@ -176,9 +172,5 @@ std::string envelope(std::string_view type, const json& data, std::string_view i
 // {"type":"error", "id", "timestamp", "data", "error"}.
 std::string errorEnvelope(std::string_view reason, const json& data, std::string_view id,
                           TimePoint now);
-
-inline Response jsonError(int status, std::string_view message) {
-  return Response::json(status, dump(json{{"error", message}}));
-}
 
 }  // namespace dohost::objects::guide

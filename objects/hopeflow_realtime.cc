@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "dohost/json.h"
+#include "objects/app_util.h"
 #include "objects/register_all.h"
 
 namespace dohost::objects {
@@ -15,38 +16,21 @@ namespace {
 
 using nlohmann::json;
 
-// Never throws on odd bytes (a payload is only ever re-serialized, but be safe anyway).
-std::string dump(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 // Every JSON answer of the app carries a permissive CORS origin, as the seed's worker does.
 Response jsonAnswer(int status, const json& body) {
-  Response r = Response::json(status, dump(body));
-  r.setHeader("access-control-allow-origin", "*");
-  return r;
+  return withCors(Response::json(status, dump(body)));
 }
 
-Response jsonError(int status, std::string message) {
-  return jsonAnswer(status, json{{"error", std::move(message)}});
+Response corsError(int status, std::string_view message) {
+  return withCors(jsonError(status, message));
 }
 
-Response unauthorized(const std::string& reason) {
-  Response r = jsonAnswer(401, json{{"error", "Unauthorized"}, {"reason", reason}});
-  r.setHeader("www-authenticate", "Bearer");
-  return r;
-}
+Response corsUnauthorized(std::string_view reason) { return withCors(unauthorized(reason)); }
 
 std::string lowercase(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
 }
 
 std::optional<int64_t> parsePositive(std::string_view text) {
@@ -69,10 +53,11 @@ Response publishAnswer(size_t clientCount, json results) {
   return jsonAnswer(200, json{{"clientCount", clientCount}, {"results", std::move(results)}});
 }
 
-void sendJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
+void replyJson(WebSocket& ws, const json& message) { ws.send(dump(message)); }
 
-void sendError(WebSocket& ws, std::string message) {
-  sendJson(ws, json{{"type", "error"}, {"error", std::move(message)}});
+// The app's error envelope, {"type":"error","error":...}.
+void replyError(WebSocket& ws, std::string_view message) {
+  replyJson(ws, json{{"type", "error"}, {"error", message}});
 }
 
 // Checks one filter: an object whose values are all strings. Returns the reason if not.
@@ -123,14 +108,14 @@ Response HopeFlowRealtime::fetch(Request& request) {
   if (request.method() == "POST" && (request.path() == "/publish" || request.path() == "/deliver")) {
     return publish(request);
   }
-  return jsonError(404, "not found");
+  return corsError(404, "not found");
 }
 
 Response HopeFlowRealtime::connect(Request& request) {
   std::optional<std::string> user = request.header(kHopeFlowUserHeader);
-  if (!user || user->empty()) return unauthorized("no verified user");
+  if (!user || user->empty()) return corsUnauthorized("no verified user");
   if (state_.name() && *state_.name() != *user) {
-    return jsonError(400, "the verified user does not own this object");
+    return corsError(400, "the verified user does not own this object");
   }
   WebSocket ws = state_.acceptWebSocket(request);
   ws.serializeAttachment(dump(json{{"userId", *user}, {"filters", json::array()}}));
@@ -141,19 +126,19 @@ Response HopeFlowRealtime::connect(Request& request) {
 Response HopeFlowRealtime::publish(Request& request) {
   // The router validated the body already; this is the object's own guard.
   std::optional<json> parsed = parseJson(request.body());
-  if (!parsed || !parsed->is_object()) return jsonError(400, "body must be a JSON object");
+  if (!parsed || !parsed->is_object()) return corsError(400, "body must be a JSON object");
   const json& body = *parsed;
   auto userIt = body.find("userId");
   if (userIt == body.end() || !userIt->is_string() || userIt->get<std::string>().empty()) {
-    return jsonError(400, "userId must be a non-empty string");
+    return corsError(400, "userId must be a non-empty string");
   }
   if (state_.name() && *state_.name() != userIt->get<std::string>()) {
-    return jsonError(400, "this object is not the userId's");
+    return corsError(400, "this object is not the userId's");
   }
   std::string type = "message";
   if (auto it = body.find("type"); it != body.end() && !it->is_null()) {
     if (!it->is_string() || it->get<std::string>().empty()) {
-      return jsonError(400, "type must be a non-empty string");
+      return corsError(400, "type must be a non-empty string");
     }
     type = it->get<std::string>();
   }
@@ -198,7 +183,7 @@ Response HopeFlowRealtime::publish(Request& request) {
 
 void HopeFlowRealtime::webSocketMessage(WebSocket ws, const Message& message) {
   if (message.binary) {
-    sendError(ws, "binary messages are not supported");
+    replyError(ws, "binary messages are not supported");
     return;
   }
   if (lowercase(trim(message.text())) == "ping") {
@@ -209,13 +194,13 @@ void HopeFlowRealtime::webSocketMessage(WebSocket ws, const Message& message) {
   std::optional<json> parsed = parseJson(message.text(), jsonLimits(), &error);
   if (!parsed || !parsed->is_object()) {
     bool limit = !parsed && error.kind != JsonError::Kind::kSyntax;
-    sendError(ws, limit ? error.message : "messages must be JSON objects");
+    replyError(ws, limit ? error.message : "messages must be JSON objects");
     return;
   }
   const json& msg = *parsed;
   auto typeIt = msg.find("type");
   if (typeIt == msg.end() || !typeIt->is_string()) {
-    sendError(ws, "a message needs a string \"type\"");
+    replyError(ws, "a message needs a string \"type\"");
     return;
   }
   const std::string& type = typeIt->get_ref<const std::string&>();
@@ -226,7 +211,7 @@ void HopeFlowRealtime::webSocketMessage(WebSocket ws, const Message& message) {
   } else if (lowercase(type) == "ping") {
     ws.send("pong");
   } else {
-    sendError(ws, "unknown message type: " + type);
+    replyError(ws, "unknown message type: " + type);
   }
 }
 
@@ -234,7 +219,7 @@ void HopeFlowRealtime::changeFilters(WebSocket& ws, const json& message, bool su
   const char* verb = subscribe ? "subscribe" : "unsubscribe";
   auto listIt = message.find("filters");
   if (listIt == message.end() || !listIt->is_array()) {
-    sendError(ws, std::string(verb) + ": \"filters\" must be an array");
+    replyError(ws, std::string(verb) + ": \"filters\" must be an array");
     return;
   }
   const json& list = *listIt;
@@ -242,7 +227,7 @@ void HopeFlowRealtime::changeFilters(WebSocket& ws, const json& message, bool su
   // All or nothing: a message with an invalid filter changes nothing.
   for (size_t i = 0; i < handled; ++i) {
     if (auto why = invalidFilter(list[i])) {
-      sendError(ws, std::string(verb) + ": filter " + std::to_string(i) + " is invalid: " + *why);
+      replyError(ws, std::string(verb) + ": filter " + std::to_string(i) + " is invalid: " + *why);
       return;
     }
   }
@@ -263,19 +248,19 @@ void HopeFlowRealtime::changeFilters(WebSocket& ws, const json& message, bool su
   try {
     ws.serializeAttachment(dump(json{{"userId", userId}, {"filters", filters}}));
   } catch (const UsageError&) {
-    sendError(ws, std::string(verb) + ": too many filters on this socket");
+    replyError(ws, std::string(verb) + ": too many filters on this socket");
     return;
   }
   filterCache_[ws.id()] = filters;
   json reply = {{"type", subscribe ? "subscribed" : "unsubscribed"}, {"filters", filters}};
   if (list.size() > handled) reply["ignored"] = list.size() - handled;
-  sendJson(ws, reply);
+  replyJson(ws, reply);
 }
 
 void HopeFlowRealtime::acknowledge(WebSocket& ws, const json& message) {
   auto idIt = message.find("envelopeId");
   if (idIt == message.end() || !idIt->is_string()) {
-    sendError(ws, "ack: \"envelopeId\" must be a string");
+    replyError(ws, "ack: \"envelopeId\" must be a string");
     return;
   }
   auto it = pending_.find(idIt->get<std::string>());
@@ -376,19 +361,19 @@ Route HopeFlowApp::route(Request& request) {
 
   if (request.path() == "/publish" && !request.isWebSocketUpgrade()) return publish(request);
   if (request.isWebSocketUpgrade()) {
-    if (jwtSecret_.empty()) return Route::respond(jsonError(503, "JWT_SECRET is not configured"));
+    if (jwtSecret_.empty()) return Route::respond(corsError(503, "JWT_SECRET is not configured"));
     std::string error;
     std::optional<std::string> user = authenticate(request, &error);
-    if (!user) return Route::respond(unauthorized(error));
+    if (!user) return Route::respond(corsUnauthorized(error));
     request.setHeader(kHopeFlowUserHeader, *user);
     return Route::toName(kHopeFlowClass, *user);
   }
   if (request.path() == "/") {
-    Response r = jsonError(426, "expected a WebSocket upgrade");
+    Response r = corsError(426, "expected a WebSocket upgrade");
     r.setHeader("upgrade", "websocket");
     return Route::respond(std::move(r));
   }
-  return Route::respond(jsonError(404, "not found"));
+  return Route::respond(corsError(404, "not found"));
 }
 
 Route HopeFlowApp::publish(Request& request) const {
@@ -401,35 +386,35 @@ Route HopeFlowApp::publish(Request& request) const {
     return Route::respond(std::move(r));
   }
   if (request.method() != "POST") {
-    Response r = jsonError(405, "method not allowed");
+    Response r = corsError(405, "method not allowed");
     r.setHeader("allow", "POST, OPTIONS");
     return Route::respond(std::move(r));
   }
-  if (jwtSecret_.empty()) return Route::respond(jsonError(503, "JWT_SECRET is not configured"));
+  if (jwtSecret_.empty()) return Route::respond(corsError(503, "JWT_SECRET is not configured"));
   std::string error;
-  if (!authenticate(request, &error)) return Route::respond(unauthorized(error));
+  if (!authenticate(request, &error)) return Route::respond(corsUnauthorized(error));
   if (!isJsonContentType(request.header("content-type"))) {
-    return Route::respond(jsonError(415, "Content-Type must be application/json"));
+    return Route::respond(corsError(415, "Content-Type must be application/json"));
   }
   JsonError invalid;
   std::optional<json> parsed = parseJson(request.body(), jsonLimits(), &invalid);
   if (!parsed) {
     bool limit = invalid.kind != JsonError::Kind::kSyntax;
-    return Route::respond(jsonError(400, limit ? "invalid JSON body: " + invalid.message
+    return Route::respond(corsError(400, limit ? "invalid JSON body: " + invalid.message
                                                : std::string("invalid JSON body")));
   }
   const json& body = *parsed;
-  if (!body.is_object()) return Route::respond(jsonError(400, "body must be a JSON object"));
+  if (!body.is_object()) return Route::respond(corsError(400, "body must be a JSON object"));
   auto userIt = body.find("userId");
   if (userIt == body.end() || !userIt->is_string() || userIt->get<std::string>().empty()) {
-    return Route::respond(jsonError(400, "userId must be a non-empty string"));
+    return Route::respond(corsError(400, "userId must be a non-empty string"));
   }
   if (!isValidIdText(userIt->get_ref<const std::string&>())) {
-    return Route::respond(jsonError(400, "userId must not contain NUL bytes"));
+    return Route::respond(corsError(400, "userId must not contain NUL bytes"));
   }
   if (auto it = body.find("type");
       it != body.end() && !it->is_null() && (!it->is_string() || it->get<std::string>().empty())) {
-    return Route::respond(jsonError(400, "type must be a non-empty string"));
+    return Route::respond(corsError(400, "type must be a non-empty string"));
   }
   request.setHeader(kHopeFlowAckTimeoutHeader, std::to_string(ackTimeoutMs_));
   return Route::toName(kHopeFlowClass, userIt->get<std::string>());

@@ -17,6 +17,7 @@
 
 #include "dohost/dohost.h"
 #include "dohost/json.h"
+#include "objects/app_util.h"
 #include "objects/uuid.h"
 
 namespace dohost::objects::project {
@@ -37,23 +38,8 @@ inline constexpr std::string_view kActivityKey = "lastActivity";
 // The cleanup delay of the project's clients, for the alarm (it may run with none connected).
 inline constexpr std::string_view kCleanupDelayKey = "cleanupMs";
 
-// Serializes JSON built from client input: invalid UTF-8 is replaced rather than thrown.
-inline std::string dump(const Json& j, int indent = -1) {
-  return j.dump(indent, ' ', false, Json::error_handler_t::replace);
-}
-
 // A random (version 4) UUID, like crypto.randomUUID() in the seeds' Workers.
 using objects::newUuid;
-
-// Compares secrets without leaking where they differ through timing (the length is not secret).
-inline bool constantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  volatile unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = diff | static_cast<unsigned char>(a[i] ^ b[i]);
-  }
-  return diff == 0;
-}
 
 // JSON answers carry a permissive CORS header, so a browser dashboard can read /status.
 inline Response jsonResponse(int status, const Json& body, int indent = -1) {
@@ -174,13 +160,9 @@ class ProjectApp : public App {
     return Route::toName(className_, *projectId);
   }
 
-  // `?token=` (what a browser can send), or `Authorization: Bearer` (what a server can).
+  // `Authorization: Bearer` (what a server can send), or `?token=` (what a browser can).
   bool adminTokenMatches(const Request& request) const {
-    std::optional<std::string> token = request.queryParam("token");
-    if (!token) {
-      std::optional<std::string> auth = request.header("authorization");
-      if (auth && auth->rfind("Bearer ", 0) == 0) token = auth->substr(7);
-    }
+    std::optional<std::string> token = request.bearerToken();
     return token && constantTimeEquals(*token, *adminToken_);
   }
 

@@ -18,14 +18,14 @@ namespace {
 
 using project::Json;
 
-const std::vector<std::string> kClientTypes = {"runtime", "agent", "admin"};
+const std::vector<std::string> kBridgeClientTypes = {"runtime", "agent", "admin"};
 
 // An unanswered request is forgotten after this long (or when its client leaves).
 constexpr int64_t kPendingRequestTtlMs = 10 * 60 * 1000;
 
 // A requestId as a table key: strings as they are, other JSON values as their JSON text.
 std::string requestKey(const Json& requestId) {
-  return requestId.is_string() ? requestId.get<std::string>() : project::dump(requestId);
+  return requestId.is_string() ? requestId.get<std::string>() : dump(requestId);
 }
 
 std::string isoTime(int64_t unixMs) {
@@ -154,7 +154,7 @@ class WebSocketBridge final : public project::ProjectObject {
     if (kind == "ping") {
       Json pong = {{"type", "pong"}, {"timestamp", nowMs()}};
       if (Json id = requestIdOf(msg); !id.is_null()) pong["requestId"] = id;
-      ws.send(project::dump(pong));
+      ws.send(dump(pong));
       return;
     }
     if (kind == "pong") return;  // a heartbeat answer: nothing to do
@@ -173,11 +173,11 @@ class WebSocketBridge final : public project::ProjectObject {
     if (!request.isWebSocketUpgrade()) {
       return project::jsonResponse(426, project::errorBody("Expected Upgrade: websocket"));
     }
-    if (!type || std::find(kClientTypes.begin(), kClientTypes.end(), *type) == kClientTypes.end()) {
+    if (!type || std::find(kBridgeClientTypes.begin(), kBridgeClientTypes.end(), *type) == kBridgeClientTypes.end()) {
       return project::jsonResponse(400, project::errorBody("Invalid type parameter"));
     }
     auto [ws, client] = acceptClient(request, *type);
-    ws.send(project::dump(Json{{"type", "connected"},
+    ws.send(dump(Json{{"type", "connected"},
                                {"clientId", client.id},
                                {"clientType", client.type},
                                {"projectId", projectId()},
@@ -244,7 +244,7 @@ class WebSocketBridge final : public project::ProjectObject {
       reply["timestamp"] = nowMs();
       reply["dummy"] = true;
       // The asker and the admins; an admin asker gets it once.
-      state_.broadcast(project::dump(reply), {{project::clientTag(sender.id), "admin"}, {}});
+      state_.broadcast(dump(reply), {{project::clientTag(sender.id), "admin"}, {}});
       return;
     }
     msg["runtimeId"] = sender.id;
@@ -254,9 +254,9 @@ class WebSocketBridge final : public project::ProjectObject {
     sql.exec("DELETE FROM pending_requests WHERE created_at < ?", now - kPendingRequestTtlMs);
     sql.exec("INSERT OR REPLACE INTO pending_requests "
              "(request_id, client_id, agent_id, request_json, created_at) VALUES (?, ?, ?, ?, ?)",
-             requestKey(msg["requestId"]), sender.id, agent->id, project::dump(msg["requestId"]),
+             requestKey(msg["requestId"]), sender.id, agent->id, dump(msg["requestId"]),
              now);
-    state_.broadcast(project::dump(msg), {{project::clientTag(agent->id), "admin"}, {ws}});
+    state_.broadcast(dump(msg), {{project::clientTag(agent->id), "admin"}, {ws}});
   }
 
   // query_response / docs from an agent: back to the client that asked. The pending request
@@ -289,7 +289,7 @@ class WebSocketBridge final : public project::ProjectObject {
       }
     }
     if (!target && named && state_.countWebSockets(project::clientTag(*named)) > 0) target = named;
-    std::string text = project::dump(msg);
+    std::string text = dump(msg);
     if (target) {
       if (state_.countWebSockets(project::clientTag(*target)) == 0) {
         return sendError(ws, "requester_gone", "The client that asked has disconnected",
@@ -345,7 +345,7 @@ class WebSocketBridge final : public project::ProjectObject {
     if (!requestId.is_null()) err["requestId"] = requestId;
     err["projectId"] = projectId();
     err["timestamp"] = nowMs();
-    ws.send(project::dump(err));
+    ws.send(dump(err));
   }
 
   // The pending-request table (the only table), made on the first forwarded request.
@@ -375,7 +375,7 @@ void registerWebSocketBridge(Registry& registry) {
   registry.addClass<WebSocketBridge>("WebSocketBridge");
   registry.addApp({"bridge", "127.0.0.1:8790", [](const AppSettings& settings) {
                      return std::make_unique<project::ProjectApp>(settings, "bridge",
-                                                                  "WebSocketBridge", kClientTypes);
+                                                                  "WebSocketBridge", kBridgeClientTypes);
                    }});
 }
 

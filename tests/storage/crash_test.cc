@@ -16,6 +16,7 @@
 namespace dohost::storage {
 namespace {
 
+using testing::checkIntegrity;
 using testing::openDb;
 using testing::TempDir;
 using testing::valueOf;
@@ -96,12 +97,6 @@ std::vector<int64_t> runAndKill(const std::string& path, int acks, Body body) {
   CHECK(WTERMSIG(status) == SIGKILL);
   REQUIRE(static_cast<int>(acknowledged.size()) == acks);
   return acknowledged;
-}
-
-void checkIntegrity(ObjectDatabase& db) {
-  SqlResult check = valueOf(db.exec("PRAGMA integrity_check"));
-  REQUIRE(check.rows.size() == 1);
-  CHECK(check.rows[0][0] == SqlValue(std::string("ok")));
 }
 
 TEST_CASE("every acknowledged commit survives SIGKILL") {

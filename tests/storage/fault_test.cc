@@ -17,6 +17,7 @@
 namespace dohost::storage {
 namespace {
 
+using testing::checkIntegrity;
 using testing::openDb;
 using testing::TempDir;
 using testing::valueOf;
@@ -54,12 +55,6 @@ Status commitPut(ObjectDatabase& db, const std::string& key, const std::string& 
 }
 
 int primaryCode(const Status& s) { return s.sqliteCode() & 0xFF; }
-
-void checkIntegrity(ObjectDatabase& db) {
-  SqlResult check = valueOf(db.exec("PRAGMA integrity_check"));
-  REQUIRE(check.rows.size() == 1);
-  CHECK(check.rows[0][0] == SqlValue(std::string("ok")));
-}
 
 std::optional<std::string> valueAt(ObjectDatabase& db, const std::string& key) {
   return valueOf(db.get(key));

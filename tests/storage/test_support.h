@@ -69,4 +69,11 @@ inline std::unique_ptr<storage::ObjectDatabase> openDb(const std::string& path,
   return std::move(db).value();
 }
 
+// Checks `PRAGMA integrity_check` answers "ok".
+inline void checkIntegrity(storage::ObjectDatabase& db) {
+  SqlResult check = valueOf(db.exec("PRAGMA integrity_check"));
+  REQUIRE(check.rows.size() == 1);
+  CHECK(check.rows[0][0] == SqlValue(std::string("ok")));
+}
+
 }  // namespace dohost::testing

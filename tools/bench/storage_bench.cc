@@ -13,7 +13,7 @@
 namespace dohost::bench {
 namespace {
 
-constexpr const char* kClassName = "BenchStore";
+constexpr const char* kStoreClass = "BenchStore";
 constexpr const char* kObjectName = "bench";
 
 // What the next event of BenchStore does. The bench sets it before each fetch so the object
@@ -70,7 +70,7 @@ class BenchStore final : public DurableObject {
 // One runtime on its own data folder with the given durability.
 struct Harness {
   Harness(const std::string& dataDir, storage::Durability durability) {
-    registry.addClass<BenchStore>(kClassName);
+    registry.addClass<BenchStore>(kStoreClass);
     RuntimeOptions options;
     options.dataDir = dataDir;
     options.idleEvict = Duration(3'600'000);  // the bench evicts explicitly
@@ -81,7 +81,7 @@ struct Harness {
   }
 
   ObjectSlot& slot() {
-    return runtime->slot(kClassName, idFromName(kClassName, kObjectName), std::string(kObjectName));
+    return runtime->slot(kStoreClass, idFromName(kStoreClass, kObjectName), std::string(kObjectName));
   }
 
   // One event; returns its duration in microseconds.
@@ -185,7 +185,7 @@ Json runStorageBench(const StorageBenchOptions& options) {
 
     // The database open alone, as the runtime does it on the first storage call.
     h.runtime->evictNow(h.slot());
-    std::string path = dir.path() + "/" + kClassName + "/" + idFromName(kClassName, kObjectName) + ".sqlite";
+    std::string path = dir.path() + "/" + kStoreClass + "/" + idFromName(kStoreClass, kObjectName) + ".sqlite";
     storage::OpenOptions openOptions;
     openOptions.durability = durability;
     auto opens = sample(secs / 2, 50, 20000, [&] {

@@ -18,7 +18,7 @@
 namespace dohost::bench {
 namespace {
 
-constexpr const char* kClassName = "Broadcaster";
+constexpr const char* kBroadcasterClass = "Broadcaster";
 
 // A server under test: a dohost or a floor server this bench started, or a dohost that was
 // already running (external: never stopped by the bench).
@@ -412,7 +412,7 @@ Json ratio(double a, double b) { return b > 0 && a > 0 ? Json(a / b) : Json(null
 // POST .../evict on the admin API; true when the object is evicted afterwards.
 bool evict(const Server& s, const std::string& projectId, std::string* error) {
   HttpResult r = httpRequest(s.adminPort, "POST",
-                             "/objects/" + std::string(kClassName) + "/" + projectId + "/evict");
+                             "/objects/" + std::string(kBroadcasterClass) + "/" + projectId + "/evict");
   if (r.status != 200) {
     *error = "admin evict answered " + std::to_string(r.status) + ": " + r.body;
     return false;

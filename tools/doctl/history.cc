@@ -59,11 +59,11 @@ struct Source {
   bool migrated = false;  // seen with `seq` (the host never turns it back)
 };
 
-enum class Table { kNone, kOld, kCurrent };
+enum class MessagesShape { kNone, kOld, kCurrent };
 
 // Whether `source` has the messages table, and in which shape.
-Table messagesTable(Source& source) {
-  if (source.migrated) return Table::kCurrent;
+MessagesShape messagesTable(Source& source) {
+  if (source.migrated) return MessagesShape::kCurrent;
   Query columns(source.db->handle(), "SELECT name FROM pragma_table_info(?1)");
   columns.bind(1, kMessagesTable);
   bool any = false;
@@ -71,8 +71,8 @@ Table messagesTable(Source& source) {
     any = true;
     if (columns.bytes(0) == "seq") source.migrated = true;
   }
-  if (!any) return Table::kNone;
-  return source.migrated ? Table::kCurrent : Table::kOld;
+  if (!any) return MessagesShape::kNone;
+  return source.migrated ? MessagesShape::kCurrent : MessagesShape::kOld;
 }
 
 class History {
@@ -117,7 +117,7 @@ class History {
   // The seq of the message with this id, if any source has it.
   std::optional<int64_t> seqOf(const std::string& id) {
     for (Source& source : sources_) {
-      if (messagesTable(source) != Table::kCurrent) continue;
+      if (messagesTable(source) != MessagesShape::kCurrent) continue;
       Query q(source.db->handle(), "SELECT seq FROM channel_messages WHERE id = ?1");
       q.bind(1, id);
       if (q.step()) return q.integer(0);
@@ -130,10 +130,10 @@ class History {
   std::vector<Message> read(int64_t after, int64_t limit) {
     std::map<int64_t, Message> merged;
     for (Source& source : sources_) {
-      Table table = messagesTable(source);
-      if (table == Table::kNone) continue;
+      MessagesShape table = messagesTable(source);
+      if (table == MessagesShape::kNone) continue;
       Query q(source.db->handle(),
-              table == Table::kCurrent
+              table == MessagesShape::kCurrent
                   ? "SELECT seq, id, channel, user_id, username, content, timestamp, thread_id"
                     " FROM channel_messages WHERE seq > ?1 AND timestamp >= ?2"
                     " ORDER BY seq LIMIT ?3"
