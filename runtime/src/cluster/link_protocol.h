@@ -246,6 +246,8 @@ struct Leaving {
   bool operator==(const Leaving&) const = default;
 };
 
+// One frame of any kind. Plain values: copy, move and compare them on any thread (a Send's
+// Frame is shared, and immutable once built).
 using LinkFrame = std::variant<Hello, HelloOk, Refused, HttpRequest, HttpResponse, NotOwner,
                                SocketMessage, Send, Close, SocketClosed, SocketMeta, Reattach,
                                ReattachResult, Ping, Pong, Leaving>;
