@@ -14,33 +14,11 @@ namespace dohost::cluster {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::clientOf;
 using testing::EtcdCluster;
+using testing::eventually;
+using testing::startEtcd;
 using Clock = std::chrono::steady_clock;
-
-std::unique_ptr<EtcdCluster> startEtcd(int members = 1) {
-  Result<std::unique_ptr<EtcdCluster>> etcd = EtcdCluster::start(members);
-  REQUIRE_MESSAGE(etcd.isOk(), etcd.status().toString());
-  return std::move(*etcd);
-}
-
-std::unique_ptr<EtcdClient> clientOf(const std::vector<std::string>& endpoints,
-                                     std::chrono::milliseconds timeout = 2000ms) {
-  Result<std::unique_ptr<EtcdClient>> client =
-      EtcdClient::create({.endpoints = endpoints, .requestTimeout = timeout});
-  REQUIRE_MESSAGE(client.isOk(), client.status().toString());
-  return std::move(*client);
-}
-
-// Polls `done` every 20 ms until it holds or `limit` passes.
-template <class F>
-bool eventually(std::chrono::milliseconds limit, F done) {
-  auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
-}
 
 std::string key64(int i) {
   std::string hex = std::to_string(i);

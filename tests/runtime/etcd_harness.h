@@ -10,6 +10,11 @@
 #include <string>
 #include <vector>
 
+#include <thread>
+
+#include <doctest/doctest.h>
+
+#include "cluster/etcd_client.h"
 #include "dohost/status.h"
 
 namespace dohost::testing {
@@ -40,5 +45,33 @@ class EtcdCluster {
   std::vector<std::string> clientUrls_;
   std::vector<pid_t> pids_;  // -1 once killed
 };
+
+// Starts `members` members; fails the test if they do not come up.
+inline std::unique_ptr<EtcdCluster> startEtcd(int members = 1) {
+  Result<std::unique_ptr<EtcdCluster>> etcd = EtcdCluster::start(members);
+  REQUIRE_MESSAGE(etcd.isOk(), etcd.status().toString());
+  return std::move(*etcd);
+}
+
+// A client of `endpoints`; fails the test if it cannot be made.
+inline std::unique_ptr<cluster::EtcdClient> clientOf(
+    const std::vector<std::string>& endpoints,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(2000)) {
+  Result<std::unique_ptr<cluster::EtcdClient>> client =
+      cluster::EtcdClient::create({.endpoints = endpoints, .requestTimeout = timeout});
+  REQUIRE_MESSAGE(client.isOk(), client.status().toString());
+  return std::move(*client);
+}
+
+// Polls `done` every 20 ms until it holds or `limit` passes.
+template <class F>
+bool eventually(std::chrono::milliseconds limit, F done) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
 
 }  // namespace dohost::testing

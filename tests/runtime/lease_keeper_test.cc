@@ -20,31 +20,11 @@ namespace dohost::cluster {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::clientOf;
 using testing::EtcdCluster;
+using testing::eventually;
+using testing::startEtcd;
 using Clock = std::chrono::steady_clock;
-
-std::unique_ptr<EtcdCluster> startEtcd(int members = 1) {
-  Result<std::unique_ptr<EtcdCluster>> etcd = EtcdCluster::start(members);
-  REQUIRE_MESSAGE(etcd.isOk(), etcd.status().toString());
-  return std::move(*etcd);
-}
-
-std::unique_ptr<EtcdClient> clientOf(const std::vector<std::string>& endpoints) {
-  Result<std::unique_ptr<EtcdClient>> client =
-      EtcdClient::create({.endpoints = endpoints, .requestTimeout = 1000ms});
-  REQUIRE(client.isOk());
-  return std::move(*client);
-}
-
-template <class F>
-bool eventually(std::chrono::milliseconds limit, F done) {
-  auto deadline = Clock::now() + limit;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
-}
 
 long long ms(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
@@ -97,7 +77,7 @@ TEST_CASE("the lease keeper registers the host and renews across many intervals 
                                     .margin = 500ms},
                                    recordInto(events));
   REQUIRE_MESSAGE(keeper.isOk(), keeper.status().toString());
-  auto client = clientOf(etcd->endpoints());
+  auto client = clientOf(etcd->endpoints(), 1000ms);
   Result<std::optional<KeyValue>> key = client->get("/dohost/v1/hosts/h1");
   REQUIRE(key.isOk());
   REQUIRE(key->has_value());
@@ -165,7 +145,7 @@ TEST_CASE("the lease keeper fences before the lease deadline while etcd is froze
   etcd->thaw(0);
   REQUIRE(eventually(5s, [&] { return events.count("lost") == 1; }));
   CHECK(events.names() == std::vector<std::string>{"fence", "lost"});
-  auto client = clientOf(etcd->endpoints());
+  auto client = clientOf(etcd->endpoints(), 1000ms);
   CHECK_FALSE(client->get("/dohost/v1/hosts/zombie")->has_value());
   CHECK(client->leaseKeepAlive(before.lease).status().code() == Status::Code::kNotFound);
 
@@ -195,7 +175,7 @@ TEST_CASE("the lease keeper reports a lease revoked behind its back as fenced, t
                                     .margin = 500ms},
                                    recordInto(events));
   REQUIRE(keeper.isOk());
-  auto client = clientOf(etcd->endpoints());
+  auto client = clientOf(etcd->endpoints(), 1000ms);
   REQUIRE(client->leaseRevoke((*keeper)->snapshot().lease).isOk());
   REQUIRE(eventually(2s, [&] { return events.count("lost") == 1; }));
   CHECK(events.names() == std::vector<std::string>{"fence", "lost"});
@@ -223,8 +203,8 @@ TEST_CASE("placement claims, looks up and releases objects, and the watcher purg
                                     {});
   REQUIRE(keeperA.isOk());
   REQUIRE(keeperB.isOk());
-  auto clientA = clientOf(etcd->endpoints());
-  auto clientB = clientOf(etcd->endpoints());
+  auto clientA = clientOf(etcd->endpoints(), 1000ms);
+  auto clientB = clientOf(etcd->endpoints(), 1000ms);
   Events left;
   Placement a(*clientA, {.etcd = {.endpoints = etcd->endpoints()}, .hostId = "a"},
               {.onHostLeft = [&](const std::string& h) { left.add("left " + h); },
