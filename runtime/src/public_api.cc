@@ -92,7 +92,9 @@ std::optional<std::string> WebSocket::deserializeAttachment() const {
   return record_->attachment;
 }
 
-const std::vector<std::string>& WebSocket::tags() const { return record_->tags; }
+const std::vector<std::string>& WebSocket::tags() const& { return record_->tags; }
+
+std::vector<std::string> WebSocket::tags() const&& { return record_->tags; }
 
 bool WebSocket::isOpen() const { return record_->state == detail::SocketState::kOpen; }
 
