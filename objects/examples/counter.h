@@ -4,12 +4,12 @@
 // tools/check_docs.py fails when docs/api.md no longer shows this file as it is.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "dohost/dohost.h"
 #include "objects/examples/room.h"

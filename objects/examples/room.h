@@ -2,11 +2,11 @@
 // name in its socket attachment, so it can be evicted between messages and forget no one.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "dohost/dohost.h"
 #include "dohost/json.h"
