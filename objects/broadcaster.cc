@@ -139,7 +139,7 @@ class Broadcaster final : public project::ProjectObject {
                                  {"message", "Connected to project " + projectId()},
                                  {"clientCount", state_.countWebSockets()},
                                  {"timestamp", nowMs()}}}}));
-    return Response::webSocket(ws);
+    return Response::upgrade(ws);
   }
 
   void leave(const WebSocket& ws) {

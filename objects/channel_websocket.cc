@@ -238,7 +238,7 @@ Response ChannelWebSocket::connect(Request& request) {
                     {"lastSeq", last["seq"]}});
   // Others hear of a user once, when their first socket joins.
   if (state_.countWebSockets(userTag(userId)) == 1) publishEvent(dump(userConnected(attachment)), &ws);
-  return Response::webSocket(ws);
+  return Response::upgrade(ws);
 }
 
 void ChannelWebSocket::webSocketMessage(WebSocket ws, const Message& message) {
@@ -455,7 +455,7 @@ void ChannelWebSocket::ensureSchema() {
   Sql& sql = state_.storage().sql();
   SqlCursor columns = sql.exec("PRAGMA table_info(channel_messages)");
   bool hasSeq = false;
-  for (SqlRow column : columns) hasSeq = hasSeq || column.text(1) == "seq";
+  for (const SqlRow& column : columns) hasSeq = hasSeq || column.text(1) == "seq";
   if (columns.size() > 0 && !hasSeq) migrateIntegerIds();
   sql.exec(kMessagesSchema);
   sql.exec(kMembersSchema);
@@ -482,7 +482,7 @@ void ChannelWebSocket::migrateIntegerIds() {
       if (page.size() == 0) break;
       // [[old id, new UUID], ...]: one statement per batch, however long the history.
       json pairs = json::array();
-      for (SqlRow row : page) pairs.push_back(json::array({row.integer(0), newUuid()}));
+      for (const SqlRow& row : page) pairs.push_back(json::array({row.integer(0), newUuid()}));
       last = page.row(page.size() - 1).integer(0);
       sql.exec(
           "INSERT INTO channel_messages "
@@ -567,7 +567,7 @@ ChannelWebSocket::json ChannelWebSocket::messagesAfter(int64_t afterSeq, size_t 
           " FROM channel_messages WHERE seq > ? ORDER BY seq LIMIT ?",
       afterSeq, static_cast<int64_t>(limit));
   json out = json::array();
-  for (SqlRow row : c) out.push_back(messageFromRow(row));
+  for (const SqlRow& row : c) out.push_back(messageFromRow(row));
   return out;
 }
 
@@ -593,7 +593,7 @@ ChannelWebSocket::json ChannelWebSocket::onlineUsers() {
       "SELECT user_id, username, min(joined_at), max(status) FROM channel_members "
       "WHERE epoch = ? GROUP BY user_id ORDER BY min(rowid)",
       processEpoch());
-  for (SqlRow row : c) {
+  for (const SqlRow& row : c) {
     if (!seen.insert(row.text(0)).second) continue;
     json u = {{"userId", row.text(0)}, {"username", row.text(1)}, {"joinedAt", row.integer(2)}};
     if (!row.isNull(3)) u["status"] = row.text(3);
@@ -618,7 +618,7 @@ const std::vector<int>& ChannelWebSocket::memberShards() {
         processEpoch());
     std::vector<int> shards;
     int64_t members = 0;
-    for (SqlRow row : c) {
+    for (const SqlRow& row : c) {
       shards.push_back(static_cast<int>(row.integer(0)));
       members += row.integer(1);
     }
@@ -818,7 +818,7 @@ Response ChannelWebSocket::connectShard(Request& request, const json& identity,
                {"announce", first},
                {"maxConnections", maxConnections}};
   callChannel("/internal/join", dump(body), [this, ws](Response reply) { joined(ws, reply); });
-  return Response::webSocket(ws);
+  return Response::upgrade(ws);
 }
 
 // The channel object answered a join: the socket gets initial_state and from now on live

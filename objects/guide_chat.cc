@@ -178,7 +178,7 @@ void ChatRoom::history(WebSocket& ws, const json& data) {
   size_t count = std::min<size_t>(rows.size(), static_cast<size_t>(limit));
   json messages = json::array();
   for (size_t i = count; i-- > 0;) {  // oldest first
-    SqlRow row = rows.row(i);
+    const SqlRow& row = rows.row(i);
     messages.push_back(messageData(row.text(0), row.text(3), row.text(4),
                                    json{{"userId", row.text(1)}, {"username", row.text(2)}},
                                    row.integer(5)));
@@ -203,7 +203,7 @@ void ChatRoom::pushMetrics() {
   int64_t since = nowMs() - settings_->engagementWindowMs;
   SqlCursor window = state_.storage().sql().exec(
       "SELECT count(*), min(timestamp) FROM chat_messages WHERE timestamp > ?", since);
-  SqlRow row = window.one();
+  const SqlRow& row = window.one();
   int64_t engagement = row.integer(0);
   if (!pushed_ || pushed_->first != activity || pushed_->second != engagement) {
     pushed_ = std::make_pair(activity, engagement);

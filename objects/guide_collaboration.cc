@@ -261,7 +261,7 @@ void CollaborationRoom::edit(WebSocket& ws, Member& member, const json& data) {
       "SELECT op, position, length, content FROM collab_ops WHERE session_id = ? AND version > ? "
       "ORDER BY version",
       sessionId, *version);
-  for (SqlRow row : since) {
+  for (const SqlRow& row : since) {
     ot::Edit applied;
     applied.kind = row.text(0) == "insert" ? ot::Edit::Kind::kInsert : ot::Edit::Kind::kDelete;
     applied.position = row.integer(1);

@@ -35,7 +35,7 @@ Response GuideLobby::fetch(Request& request) {
   if (auto context = request.header(kContextHeader)) pending["contextId"] = *context;
   ws.serializeAttachment(SocketAttachment{RateWindow{}, dump(pending)}.encode());
   armFor(deadline);
-  return Response::webSocket(ws);
+  return Response::upgrade(ws);
 }
 
 void GuideLobby::armFor(int64_t deadlineMs) {

@@ -71,7 +71,7 @@ Response GuideRoom::connect(Request& request) {
     send(ws, "auth_success", json{{"userId", stored.user.userId}, {"contextId", contextId_}});
   }
   joined(ws, stored);
-  return Response::webSocket(ws);
+  return Response::upgrade(ws);
 }
 
 GuideRoom::Member& GuideRoom::member(const WebSocket& ws) {

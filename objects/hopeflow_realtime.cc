@@ -120,7 +120,7 @@ Response HopeFlowRealtime::connect(Request& request) {
   WebSocket ws = state_.acceptWebSocket(request);
   ws.serializeAttachment(dump(json{{"userId", *user}, {"filters", json::array()}}));
   filterCache_[ws.id()] = {};
-  return Response::webSocket(ws);
+  return Response::upgrade(ws);
 }
 
 Response HopeFlowRealtime::publish(Request& request) {

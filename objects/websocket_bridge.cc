@@ -185,7 +185,7 @@ class WebSocketBridge final : public project::ProjectObject {
                                                projectId()},
                                {"clientCount", state_.countWebSockets()},
                                {"timestamp", nowMs()}}));
-    return Response::webSocket(ws);
+    return Response::upgrade(ws);
   }
 
   void leave(const WebSocket& ws) {
@@ -196,7 +196,7 @@ class WebSocketBridge final : public project::ProjectObject {
         // Whoever waits for this agent would wait forever: tell them now.
         SqlCursor rows = sql.exec(
             "SELECT request_json, client_id FROM pending_requests WHERE agent_id = ?", client->id);
-        for (SqlRow row : rows) {
+        for (const SqlRow& row : rows) {
           Json requestId = parseJson<Json>(row.text(0)).value_or(Json(nullptr));
           std::vector<WebSocket> askers = state_.getWebSockets(project::clientTag(row.text(1)));
           for (WebSocket& asker : askers) {
@@ -280,7 +280,7 @@ class WebSocketBridge final : public project::ProjectObject {
       SqlCursor rows = state_.storage().sql().exec(
           "SELECT client_id FROM pending_requests WHERE request_id = ? "
           "ORDER BY created_at, rowid", key);
-      for (SqlRow row : rows) {
+      for (const SqlRow& row : rows) {
         if (!target || (named && row.text(0) == *named)) target = row.text(0);
       }
       if (target) {

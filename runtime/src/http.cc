@@ -146,7 +146,7 @@ Response::Response(int status, std::string body, std::string contentType)
   headers_.emplace_back("content-type", std::move(contentType));
 }
 
-Response Response::webSocket(WebSocket ws) {
+Response Response::upgrade(WebSocket ws) {
   Response r;
   r.status_ = 101;
   r.ws_ = std::move(ws);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dohost/http.h"
@@ -99,6 +100,30 @@ struct PendingResponseState : std::enable_shared_from_this<PendingResponseState>
   bool clientGone = false;
   bool isOpen() const { return !answered && !clientGone; }
   void answer(Response response);          // through the slot's output gate
+};
+
+// What only the runtime (and its own tests) may do with the author's value types: make a
+// WebSocket handle for a record, reach a handle's record, and fill in the parts of a Request
+// the server knows. The public headers name this struct as a friend and nothing more, so
+// object code cannot reach it (tools/check_layers.py keeps internal.h out of objects/).
+struct ApiAccess {
+  static WebSocket webSocket(std::shared_ptr<SocketRecord> record) {
+    return WebSocket(std::move(record));
+  }
+  static const std::shared_ptr<SocketRecord>& record(const WebSocket& ws) { return ws.record_; }
+
+  static void setRemoteAddress(Request& r, std::string address) {
+    r.remoteAddress_ = std::move(address);
+  }
+  // `u` is not owned and must outlive its use in the upgrade's fetch(); null ends it.
+  static void setUpgradeContext(Request& r, UpgradeContext* u) { r.upgrade_ = u; }
+  static UpgradeContext* upgradeContext(const Request& r) { return r.upgrade_; }
+  static void setPendingState(Request& r, std::shared_ptr<PendingResponseState> s) {
+    r.pending_ = std::move(s);
+  }
+  static const std::shared_ptr<PendingResponseState>& pendingState(const Request& r) {
+    return r.pending_;
+  }
 };
 
 }  // namespace detail

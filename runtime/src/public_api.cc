@@ -10,38 +10,71 @@
 
 namespace dohost {
 
-const SqlValue& SqlRow::operator[](std::string_view column) const {
+namespace {
+
+// The text of a TEXT or BLOB value, as const as `v` is.
+template <typename Value>
+auto& sqlTextOf(Value& v, size_t column) {
+  if (auto* s = std::get_if<std::string>(&v)) return *s;
+  if (auto* b = std::get_if<Blob>(&v)) return b->bytes;
+  throw SqlError(Status::invalidArgument("column " + std::to_string(column) + " is not text"));
+}
+
+}  // namespace
+
+size_t SqlRow::indexOf(std::string_view column) const {
   for (size_t i = 0; i < columns_->size(); ++i) {
-    if ((*columns_)[i] == column) return values_->at(i);
+    if ((*columns_)[i] == column) return i;
   }
   throw SqlError(Status::invalidArgument("no column named " + std::string(column)));
 }
 
-bool SqlRow::isNull(size_t i) const { return std::holds_alternative<std::nullptr_t>(values_->at(i)); }
+const SqlValue& SqlRow::operator[](std::string_view column) const& {
+  return values_.at(indexOf(column));
+}
+
+bool SqlRow::isNull(size_t i) const { return std::holds_alternative<std::nullptr_t>(values_.at(i)); }
 
 int64_t SqlRow::integer(size_t i) const {
-  if (auto* v = std::get_if<int64_t>(&values_->at(i))) return *v;
+  if (auto* v = std::get_if<int64_t>(&values_.at(i))) return *v;
   throw SqlError(Status::invalidArgument("column " + std::to_string(i) + " is not an integer"));
 }
 
 double SqlRow::real(size_t i) const {
-  if (auto* v = std::get_if<double>(&values_->at(i))) return *v;
-  if (auto* v = std::get_if<int64_t>(&values_->at(i))) return static_cast<double>(*v);
+  if (auto* v = std::get_if<double>(&values_.at(i))) return *v;
+  if (auto* v = std::get_if<int64_t>(&values_.at(i))) return static_cast<double>(*v);
   throw SqlError(Status::invalidArgument("column " + std::to_string(i) + " is not a number"));
 }
 
-const std::string& SqlRow::text(size_t i) const {
-  if (auto* v = std::get_if<std::string>(&values_->at(i))) return *v;
-  if (auto* v = std::get_if<Blob>(&values_->at(i))) return v->bytes;
-  throw SqlError(Status::invalidArgument("column " + std::to_string(i) + " is not text"));
+const std::string& SqlRow::text(size_t i) const& { return sqlTextOf(values_.at(i), i); }
+
+std::string SqlRow::text(size_t i) && { return std::move(sqlTextOf(values_.at(i), i)); }
+
+SqlCursor::SqlCursor(SqlResult result)
+    : columns_(std::make_shared<const std::vector<std::string>>(std::move(result.columns))),
+      rowsRead_(result.rowsRead),
+      rowsWritten_(result.rowsWritten) {
+  rows_.reserve(result.rows.size());
+  for (std::vector<SqlValue>& values : result.rows) {
+    rows_.push_back(SqlRow(std::move(values), columns_));
+  }
 }
 
-SqlRow SqlCursor::one() const {
+void SqlCursor::requireOne() const {
   if (size() != 1) {
     throw SqlError(Status::invalidArgument("Expected exactly one result from SQL query, but got " +
                                            std::to_string(size())));
   }
-  return row(0);
+}
+
+const SqlRow& SqlCursor::one() const& {
+  requireOne();
+  return rows_[0];
+}
+
+SqlRow SqlCursor::one() && {
+  requireOne();
+  return std::move(rows_[0]);
 }
 
 namespace {
@@ -92,7 +125,9 @@ std::optional<std::string> WebSocket::deserializeAttachment() const {
   return record_->attachment;
 }
 
-const std::vector<std::string>& WebSocket::tags() const { return record_->tags; }
+const std::vector<std::string>& WebSocket::tags() const& { return record_->tags; }
+
+std::vector<std::string> WebSocket::tags() const&& { return record_->tags; }
 
 bool WebSocket::isOpen() const { return record_->state == detail::SocketState::kOpen; }
 

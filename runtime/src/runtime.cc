@@ -187,7 +187,8 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
   }
   if (slot.failedUntil()) return slot.failedResponse();  // also refuses an upgrade with 503
   std::string error;
-  if (request.pendingState()) slot.trackPending(request.pendingState());
+  const auto& pending = detail::ApiAccess::pendingState(request);
+  if (pending) slot.trackPending(pending);
   bool ok = slot.runEvent([&](DurableObject& object) { response = object.fetch(request); }, &error,
                           ObjectSlot::CommitMode::kNow, ObjectSlot::EventKind::kFetch);
   if (!ok) {
@@ -197,11 +198,12 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
                    : Response::json(500, R"({"error":"internal error in the object"})");
   }
   if (upgrade) {
-    auto& accepted = request.upgradeContext()->accepted;
-    bool took = response.status() == 101 && response.webSocket() && accepted &&
-                response.webSocket()->record() == accepted;
+    auto& accepted = detail::ApiAccess::upgradeContext(request)->accepted;
+    std::optional<WebSocket> taken = response.acceptedWebSocket();
+    bool took = response.status() == 101 && taken && accepted &&
+                detail::ApiAccess::record(*taken) == accepted;
     if (!took && accepted) {
-      if (request.upgradeContext()->adopt) {
+      if (detail::ApiAccess::upgradeContext(request)->adopt) {
         slot.releaseSocket(accepted->id);  // a hand-over refused: the caller closes it
       } else {
         slot.detachSocket(accepted->id);
@@ -242,7 +244,7 @@ void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Mes
       return;
     }
   }
-  WebSocket ws(socket);
+  WebSocket ws = detail::ApiAccess::webSocket(socket);
   std::string error;
   if (!slot->runEvent([&](DurableObject& o) { o.webSocketMessage(ws, message); }, &error,
                       ObjectSlot::CommitMode::kGrouped, ObjectSlot::EventKind::kOther, socket)) {
@@ -290,9 +292,9 @@ void Runtime::transferSocket(ObjectSlot& from, const std::shared_ptr<detail::Soc
   socket->autoResponseAt.reset();
   detail::UpgradeContext upgrade;
   upgrade.adopt = socket;
-  request.setUpgradeContext(&upgrade);
+  detail::ApiAccess::setUpgradeContext(request, &upgrade);
   Response response = fetch(**target, request);
-  request.setUpgradeContext(nullptr);
+  detail::ApiAccess::setUpgradeContext(request, nullptr);
   if (response.status() != 101) {
     // fetch() took the socket out of the target again; the connection itself is still up.
     socket->state = detail::SocketState::kOpen;
@@ -315,7 +317,7 @@ void Runtime::endSocket(const std::shared_ptr<detail::SocketRecord>& socket, con
     touch(*slot);
     return;
   }
-  WebSocket ws(socket);
+  WebSocket ws = detail::ApiAccess::webSocket(socket);
   std::string error;
   if (!slot->runEvent([&](DurableObject& o) { handler(o, ws); }, &error,
                       ObjectSlot::CommitMode::kGrouped)) {

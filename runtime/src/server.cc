@@ -592,7 +592,7 @@ Request Server::makeRequest(lws* wsi, http::RequestHead& head, std::string body)
   Request request(std::move(head.method), std::move(head.path), std::move(head.query),
                   std::move(head.headers), std::move(body));
   char peer[64] = {0};
-  if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) request.setRemoteAddress(peer);
+  if (lws_get_peer_simple(wsi, peer, sizeof peer) != nullptr) detail::ApiAccess::setRemoteAddress(request, peer);
   return request;
 }
 
@@ -613,7 +613,7 @@ void Server::handleHttp(Conn& c, http::RequestHead& head, std::string body) {
       cc->response = std::move(r);
       lws_callback_on_writable(w);
     };
-    request.setPendingState(c.pending);
+    detail::ApiAccess::setPendingState(request, c.pending);
     Route route = routeRequest(*c.listener, request);
     if (route.answer) {
       response = std::move(*route.answer);
@@ -653,7 +653,7 @@ void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
 
   Request request = makeRequest(c.wsi, head, {});
   detail::UpgradeContext upgrade;
-  request.setUpgradeContext(&upgrade);
+  detail::ApiAccess::setUpgradeContext(request, &upgrade);
   Route route = routeRequest(*c.listener, request);
   Response response;
   if (route.answer) {

@@ -13,7 +13,7 @@ namespace dohost {
 size_t ObjectSlot::attachmentLimit() const { return runtime_.options().maxAttachmentBytes; }
 
 WebSocket ObjectSlot::acceptWebSocket(Request& request, std::vector<std::string> tags) {
-  detail::UpgradeContext* upgrade = request.upgradeContext();
+  detail::UpgradeContext* upgrade = detail::ApiAccess::upgradeContext(request);
   if (upgrade == nullptr) throw UsageError("acceptWebSocket: the request is not a WebSocket upgrade");
   if (upgrade->accepted) throw UsageError("acceptWebSocket: this upgrade was already accepted");
   if (tags.size() > kMaxTagsPerSocket) {
@@ -38,7 +38,7 @@ WebSocket ObjectSlot::acceptWebSocket(Request& request, std::vector<std::string>
   record->tags = std::move(tags);
   upgrade->accepted = record;
   addSocket(record);
-  return WebSocket(record);
+  return detail::ApiAccess::webSocket(record);
 }
 
 void ObjectSlot::addSocket(const std::shared_ptr<detail::SocketRecord>& socket) {
@@ -76,7 +76,7 @@ std::vector<WebSocket> ObjectSlot::getWebSockets(std::string_view tag) {
   for (const auto& [id, s] : sockets_) {
     if (s->state == detail::SocketState::kClosed) continue;
     if (tag.empty() || std::find(s->tags.begin(), s->tags.end(), tag) != s->tags.end()) {
-      out.emplace_back(s);
+      out.push_back(detail::ApiAccess::webSocket(s));
     }
   }
   return out;
@@ -94,7 +94,7 @@ size_t ObjectSlot::countWebSockets(std::string_view tag) {
 bool ObjectSlot::matches(const detail::SocketRecord& s, const BroadcastOptions& options) const {
   if (s.state != detail::SocketState::kOpen) return false;
   for (const WebSocket& ex : options.except) {
-    if (ex.record().get() == &s) return false;
+    if (detail::ApiAccess::record(ex).get() == &s) return false;
   }
   if (options.tags.empty()) return true;
   for (const std::string& t : options.tags) {
@@ -108,7 +108,7 @@ size_t ObjectSlot::broadcast(std::string_view message, const BroadcastOptions& o
   size_t n = 0;
   if (options.only != nullptr) {
     for (const WebSocket& ws : *options.only) {
-      const std::shared_ptr<detail::SocketRecord>& s = ws.record();
+      const std::shared_ptr<detail::SocketRecord>& s = detail::ApiAccess::record(ws);
       if (s->slot != this || !matches(*s, options)) continue;
       if (!frame) frame = std::make_shared<Frame>(message, options.binary);
       enqueueSend(s, frame);
@@ -156,7 +156,7 @@ std::optional<std::string> ObjectSlot::autoResponseFor(std::string_view message)
 
 void ObjectSlot::transferWebSocket(WebSocket ws, std::string_view className,
                                    std::string_view name, Request request) {
-  const std::shared_ptr<detail::SocketRecord>& s = ws.record();
+  const std::shared_ptr<detail::SocketRecord>& s = detail::ApiAccess::record(ws);
   if (s->slot != this) throw UsageError("transferWebSocket: the socket is not this object's");
   if (request.isWebSocketUpgrade()) {
     throw UsageError("transferWebSocket: the request must not be an upgrade itself");
@@ -173,7 +173,7 @@ void ObjectSlot::transferWebSocket(WebSocket ws, std::string_view className,
 }
 
 std::optional<TimePoint> ObjectSlot::getWebSocketAutoResponseTimestamp(const WebSocket& ws) {
-  return ws.record()->autoResponseAt;
+  return detail::ApiAccess::record(ws)->autoResponseAt;
 }
 
 TimerId ObjectSlot::setTimeout(Duration delay, std::function<void()> fn) {
@@ -231,7 +231,7 @@ class SlotStub final : public Stub {
         state->deliver(callee.failedResponse());
         return;
       }
-      request.setPendingState(state);
+      detail::ApiAccess::setPendingState(request, state);
       callee.trackPending(state);
       std::string error;
       bool ok = callee.runEvent(

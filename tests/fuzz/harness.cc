@@ -301,7 +301,7 @@ Response Host::http(App& app, Request request) {
     checkResponse(r, false);
     p->answered = true;
   };
-  request.setPendingState(pending->state);
+  detail::ApiAccess::setPendingState(request, pending->state);
   Response response = dispatch(app, request);
   if (response.isDeferred()) {
     pending_.push_back(pending);
@@ -315,7 +315,7 @@ Response Host::http(App& app, Request request) {
 
 Client* Host::upgrade(App& app, Request request, Response* refusal) {
   detail::UpgradeContext upgrade;
-  request.setUpgradeContext(&upgrade);
+  detail::ApiAccess::setUpgradeContext(request, &upgrade);
   Response response = dispatch(app, request);
   if (response.status() == 101 && upgrade.accepted) {
     // LWS_CALLBACK_ESTABLISHED: the connection is bound, early frames go out.

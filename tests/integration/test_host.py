@@ -555,33 +555,81 @@ if __name__ == "__main__":
     unittest.main()
 
 
-class UserMainTest(unittest.TestCase):
-    """A user's own main linked against libdohost (objects/examples/counter_host.cc)."""
+def counter_host():
+    return os.environ.get("DOHOST_COUNTER_HOST") or os.path.join(
+        os.path.dirname(binary()), "..", "..", "objects", "examples", "counter-host")
 
-    def test_own_class_in_own_main(self):
-        exe = os.environ.get("DOHOST_COUNTER_HOST") or os.path.join(
-            os.path.dirname(binary()), "..", "..", "objects", "examples", "counter-host")
-        data = tempfile.mkdtemp(prefix="dohost-counter-")
-        port, admin = free_port(), free_port()
-        cmd = [exe, "--data", data, "--admin", f"127.0.0.1:{admin}", "--app", f"counter=127.0.0.1:{port}"]
-        cmd += [a for app in ("broadcaster", "hopeflow", "channels", "bridge", "guide")
-            for a in ("--app", f"{app}=off")]
-        for expected in (1, 2, 3):
-            proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-            try:
-                deadline = time.time() + 10
-                while not Host._open(port) and time.time() < deadline:
-                    time.sleep(0.02)
-                import http.client
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/counter/alice")
-                r = conn.getresponse()
-                self.assertEqual(r.status, 200)
-                self.assertEqual(json.loads(r.read()), {"name": "alice", "visits": expected})
-                conn.close()
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                self.assertEqual(proc.wait(timeout=10), 0)  # a restart between visits
-        files = [f for f in os.listdir(os.path.join(data, "Counter")) if f.endswith(".sqlite")]
-        self.assertEqual(len(files), 1)  # DATA/<class>/<64-hex id>.sqlite
-        self.assertRegex(files[0], r"^[0-9a-f]{64}\.sqlite$")
+
+def counter_plugin():
+    return os.environ.get("DOHOST_COUNTER_PLUGIN") or os.path.join(
+        os.path.dirname(binary()), "..", "..", "objects", "examples", "libcounter_plugin.so")
+
+
+class ApiExampleTest(unittest.IsolatedAsyncioTestCase):
+    """The examples of docs/api.md (objects/examples/): a user's own main linked against
+    libdohost, and the same classes as a plugin of dohost."""
+
+    def own_host(self, **kwargs):
+        return Host(apps=(), program=counter_host(), extra_apps=("counter",), **kwargs)
+
+    def get(self, host, path, method="GET"):
+        status, _, body = host.http(method, "counter", path)
+        return status, (json.loads(body) if status in (200, 404) else body)
+
+    def test_counter_by_name_survives_restarts(self):
+        with self.own_host() as host:
+            for expected in (1, 2, 3):
+                status, body = self.get(host, "/counter/alice")
+                self.assertEqual(status, 200)
+                self.assertEqual((body["name"], body["visits"]), ("alice", expected))
+                self.assertRegex(body["id"], r"^[0-9a-f]{64}$")
+                host.restart()
+            files = [f for f in os.listdir(os.path.join(host.data, "Counter")) if f.endswith(".sqlite")]
+            self.assertEqual(len(files), 1)  # DATA/<class>/<64-hex id>.sqlite
+            self.assertEqual(files[0], body["id"] + ".sqlite")
+
+    def test_counter_by_unique_id_has_no_name(self):
+        with self.own_host() as host:
+            status, made = self.get(host, "/counter", method="POST")
+            self.assertEqual(status, 200)
+            self.assertEqual((made["name"], made["visits"]), (None, 1))
+            status, again = self.get(host, "/counter/id/" + made["id"])
+            self.assertEqual((status, again["id"], again["name"], again["visits"]),
+                             (200, made["id"], None, 2))
+            status, other = self.get(host, "/counter", method="POST")
+            self.assertNotEqual(other["id"], made["id"])
+            self.assertEqual(self.get(host, "/counter/id/" + "0" * 64)[0], 404)  # not an id of Counter
+
+    def test_app_setting_bounds_names(self):
+        with self.own_host(env={"DOHOST_COUNTER_MAX_NAME_BYTES": "4"}) as host:
+            self.assertEqual(self.get(host, "/counter/abcd")[0], 200)
+            self.assertEqual(self.get(host, "/counter/abcde")[0], 404)
+        bad = self.own_host(env={"DOHOST_COUNTER_MAX_NAME_BYTES": "0"})
+        with self.assertRaisesRegex(RuntimeError, "max_name_bytes"):
+            bad.start()
+        bad.close()
+
+    async def test_room_relays_between_members(self):
+        with self.own_host() as host:
+            ann = await host.connect("counter", "/room/lobby?user=ann")
+            bob = await host.connect("counter", "/room/lobby?user=bob")
+            await ann.send(json.dumps({"text": "hi"}))
+            self.assertEqual(await recv_json(bob), {"from": "ann", "text": "hi"})
+            await no_message(ann)
+            await bob.send("{")
+            self.assertIn("error", await recv_json(bob))
+            await bob.send("[]")
+            self.assertIn("error", await recv_json(bob))
+            await bob.close()
+            self.assertEqual(await recv_json(ann), {"left": "bob"})
+            await ann.close()
+            with self.assertRaises(InvalidStatusCode) as refused:
+                await host.connect("counter", "/room/lobby?user=")
+            self.assertEqual(refused.exception.status_code, 400)
+
+    def test_plugin_runs_in_dohost(self):
+        with Host(apps=("broadcaster",), extra_apps=("counter",),
+                  args=["--plugin", counter_plugin()]) as host:
+            status, body = self.get(host, "/counter/carol")
+            self.assertEqual((status, body["name"], body["visits"]), (200, "carol", 1))
+            self.assertEqual(host.http("GET", "broadcaster", "/health")[0], 200)

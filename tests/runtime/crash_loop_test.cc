@@ -93,7 +93,7 @@ TEST_CASE_FIXTURE(CrashLoopFixture, "a failed object closes its sockets with 101
   // A new upgrade is refused with 503.
   Request upgrade("GET", "/ws");
   detail::UpgradeContext context;
-  upgrade.setUpgradeContext(&context);
+  detail::ApiAccess::setUpgradeContext(upgrade, &context);
   CHECK(runtime->fetch(alpha(), upgrade).status() == 503);
   CHECK_FALSE(context.accepted);
   // The other object is untouched.

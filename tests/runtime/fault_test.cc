@@ -23,7 +23,7 @@ class Room final : public DurableObject {
   Response fetch(Request& request) override {
     WebSocket ws = state_.acceptWebSocket(request, {});
     ws.send("n=" + n());
-    return Response::webSocket(ws);
+    return Response::upgrade(ws);
   }
 
   void webSocketMessage(WebSocket ws, const Message& message) override {
@@ -115,7 +115,7 @@ class FaultFixture : public RuntimeFixture {
   Client& connect(const std::string& name) {
     Request request("GET", "/" + name);
     detail::UpgradeContext upgrade;
-    request.setUpgradeContext(&upgrade);
+    detail::ApiAccess::setUpgradeContext(request, &upgrade);
     Response response = runtime->fetch(room(name), request);
     REQUIRE(response.status() == 101);
     Client& c = clients_.emplace_back();

@@ -14,7 +14,7 @@ TEST_CASE_FIXTURE(RuntimeFixture, "a socket open at shutdown is detached, so a l
   runtime->onClose(socket, CloseInfo{1006, "", false});
   runtime->onError(socket, "late error");
   CHECK(journal.closeCodes.empty());
-  WebSocket ws(socket);
+  WebSocket ws = detail::ApiAccess::webSocket(socket);
   CHECK(ws.send("after shutdown") == SendResult::kClosed);
 }
 

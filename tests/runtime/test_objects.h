@@ -45,7 +45,7 @@ class Counter final : public DurableObject {
     Storage& s = state_.storage();
     const std::string& path = request.path();
     if (gJournal->fetchThrows) throw std::runtime_error("fetch failed on purpose");
-    if (request.isWebSocketUpgrade()) return Response::webSocket(state_.acceptWebSocket(request, {}));
+    if (request.isWebSocketUpgrade()) return Response::upgrade(state_.acceptWebSocket(request, {}));
     if (path == "/inc") return Response::text(200, std::to_string(increment()));
     if (path == "/get") return Response::text(200, s.get("n").value_or("0"));
     if (path == "/fail") {
@@ -152,15 +152,15 @@ class RuntimeFixture {
   Response fetch(const std::string& url, const std::string& name = "alpha") {
     size_t q = url.find('?');
     Request request("GET", url.substr(0, q), q == std::string::npos ? "" : url.substr(q + 1));
-    request.setPendingState(std::make_shared<detail::PendingResponseState>());
-    request.pendingState()->deliver = [this](Response r) { delivered.push_back(r.body()); };
+    detail::ApiAccess::setPendingState(request, std::make_shared<detail::PendingResponseState>());
+    detail::ApiAccess::pendingState(request)->deliver = [this](Response r) { delivered.push_back(r.body()); };
     return runtime->fetch(slot(name), request);
   }
   // A WebSocket accepted by the object `name`, as the server's upgrade would get it.
   std::shared_ptr<detail::SocketRecord> accept(const std::string& name = "alpha") {
     Request request("GET", "/ws");
     detail::UpgradeContext upgrade;
-    request.setUpgradeContext(&upgrade);
+    detail::ApiAccess::setUpgradeContext(request, &upgrade);
     Response r = runtime->fetch(slot(name), request);
     REQUIRE(r.status() == 101);
     REQUIRE(upgrade.accepted);

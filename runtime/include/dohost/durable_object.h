@@ -28,7 +28,7 @@ class DurableObject {
   virtual ~DurableObject() = default;
 
   // HTTP requests and WebSocket upgrades. To take a socket: ws = state.acceptWebSocket(request,
-  // tags) and return Response::webSocket(ws). Any other response refuses the upgrade.
+  // tags) and return Response::upgrade(ws). Any other response refuses the upgrade.
   virtual Response fetch(Request& request) { return Response::text(404, "not found\n"); }
 
   // One complete message.

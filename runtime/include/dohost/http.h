@@ -15,6 +15,7 @@ namespace dohost {
 namespace detail {
 struct UpgradeContext;
 struct PendingResponseState;
+struct ApiAccess;  // the runtime's way in (runtime/src/internal.h); not part of the API
 }  // namespace detail
 
 class Response;
@@ -64,18 +65,14 @@ class Request {
   // The client's IP address as the host's listener saw it (text, no port; IPv4 clients of a
   // dual-stack listener may show as ::ffff:a.b.c.d). Empty for requests between objects.
   const std::string& remoteAddress() const { return remoteAddress_; }
-  void setRemoteAddress(std::string address) { remoteAddress_ = std::move(address); }
 
   // For fetch() handlers that answer later. REQUIRES: not a WebSocket upgrade.
   PendingResponse defer();
 
-  // Runtime internals (set by the server for upgrades and deferrable requests).
-  void setUpgradeContext(detail::UpgradeContext* u) { upgrade_ = u; }
-  detail::UpgradeContext* upgradeContext() const { return upgrade_; }
-  void setPendingState(std::shared_ptr<detail::PendingResponseState> s) { pending_ = std::move(s); }
-  const std::shared_ptr<detail::PendingResponseState>& pendingState() const { return pending_; }
-
  private:
+  // The server sets the remote address, the upgrade and the deferred answer's state.
+  friend struct detail::ApiAccess;
+
   std::string method_ = "GET";
   std::string path_ = "/";
   std::string query_;
@@ -97,8 +94,9 @@ class Response {
   static Response json(int status, std::string body) {
     return Response(status, std::move(body), "application/json");
   }
-  // Completes an upgrade whose socket the object accepted with ObjectState::acceptWebSocket.
-  static Response webSocket(WebSocket ws);
+  // Completes an upgrade whose socket the object accepted with ObjectState::acceptWebSocket
+  // (status 101). Any other response refuses the upgrade.
+  static Response upgrade(WebSocket ws);
   // The object will answer through the PendingResponse it got from Request::defer().
   static Response deferred();
 
@@ -108,7 +106,8 @@ class Response {
   std::optional<std::string> header(std::string_view name) const;
   Response& setHeader(std::string name, std::string value);
   bool isDeferred() const { return deferred_; }
-  const std::optional<WebSocket>& webSocket() const { return ws_; }
+  // The socket an upgrade() response completes; empty for every other response.
+  std::optional<WebSocket> acceptedWebSocket() const { return ws_; }
 
  private:
   int status_ = 200;

@@ -79,7 +79,7 @@ class ObjectState {
   // Hands an accepted socket over to another object (any class, by name), for connections
   // that say who they are only in a message. After this event commits, the target's fetch()
   // gets `request` as the upgrade of this socket: it accepts it with acceptWebSocket(request,
-  // tags) (its own tags; the attachment starts empty) and returns Response::webSocket(ws),
+  // tags) (its own tags; the attachment starts empty) and returns Response::upgrade(ws),
   // as for a new connection. From then on every event of the socket goes to the target, and
   // this object sees no webSocketClose for it. Messages that arrive in between wait and reach
   // the target, in order, once it accepted. If the target answers anything else, or this

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,53 +30,78 @@ struct ListOptions {
 
 using KvPairs = std::vector<std::pair<std::string, std::string>>;
 
-// One row of an exec() result.
+// One row of an exec() result. A row owns its values, so it may outlive the cursor it came
+// from: `SqlRow r = sql.exec(...).one();` keeps the row. The accessors that return a reference
+// return a value instead when called on a temporary row, so `const std::string& t =
+// sql.exec(...).one().text(0);` binds to a string that lives as long as `t`; on a const
+// temporary (nothing to move from, nothing to keep the value alive) they do not compile.
+// Copyable value.
 class SqlRow {
  public:
-  SqlRow(const std::vector<SqlValue>* values, const std::vector<std::string>* columns)
-      : values_(values), columns_(columns) {}
-  size_t size() const { return values_->size(); }
-  const SqlValue& operator[](size_t i) const { return values_->at(i); }
-  const SqlValue& operator[](std::string_view column) const;
+  size_t size() const { return values_.size(); }
+  const std::vector<std::string>& columnNames() const& { return *columns_; }
+  std::vector<std::string> columnNames() const&& { return *columns_; }
+
+  const SqlValue& operator[](size_t i) const& { return values_.at(i); }
+  SqlValue operator[](size_t i) && { return std::move(values_.at(i)); }
+  const SqlValue& operator[](size_t i) const&& = delete;
+  const SqlValue& operator[](std::string_view column) const&;  // throws SqlError if no such column
+  SqlValue operator[](std::string_view column) && { return std::move(values_.at(indexOf(column))); }
+  const SqlValue& operator[](std::string_view column) const&& = delete;
+
   bool isNull(size_t i) const;
   int64_t integer(size_t i) const;  // throws SqlError unless INTEGER
   double real(size_t i) const;      // INTEGER or REAL
-  const std::string& text(size_t i) const;  // TEXT (or BLOB bytes)
+  const std::string& text(size_t i) const&;  // TEXT (or BLOB bytes); throws SqlError otherwise
+  std::string text(size_t i) &&;
+  const std::string& text(size_t i) const&& = delete;
 
  private:
-  const std::vector<SqlValue>* values_;
-  const std::vector<std::string>* columns_;
+  friend class SqlCursor;
+  SqlRow(std::vector<SqlValue> values, std::shared_ptr<const std::vector<std::string>> columns)
+      : values_(std::move(values)), columns_(std::move(columns)) {}
+  size_t indexOf(std::string_view column) const;  // throws SqlError if no such column
+
+  std::vector<SqlValue> values_;
+  std::shared_ptr<const std::vector<std::string>> columns_;  // shared by the cursor's rows
 };
 
 // The result of exec(): rows are read when exec() returns, so the cursor stays valid after
-// later statements and across events.
+// later statements and across events. Rows are reached by reference (`const SqlRow&`) while
+// the cursor lives; from a temporary cursor, row() and one() hand the row over by value.
+// Copyable value.
 class SqlCursor {
  public:
-  explicit SqlCursor(SqlResult result) : result_(std::move(result)) {}
+  explicit SqlCursor(SqlResult result);
 
-  const std::vector<std::string>& columnNames() const { return result_.columns; }
-  size_t size() const { return result_.rows.size(); }
-  SqlRow row(size_t i) const { return SqlRow(&result_.rows.at(i), &result_.columns); }
-  SqlRow one() const;  // throws SqlError unless exactly one row
-  const std::vector<std::vector<SqlValue>>& raw() const { return result_.rows; }
-  int64_t rowsRead() const { return result_.rowsRead; }
-  int64_t rowsWritten() const { return result_.rowsWritten; }
+  const std::vector<std::string>& columnNames() const& { return *columns_; }
+  std::vector<std::string> columnNames() const&& { return *columns_; }
+  size_t size() const { return rows_.size(); }
+  const SqlRow& row(size_t i) const& { return rows_.at(i); }
+  SqlRow row(size_t i) && { return std::move(rows_.at(i)); }
+  const SqlRow& row(size_t i) const&& = delete;
+  // Throws SqlError unless exactly one row.
+  const SqlRow& one() const&;
+  SqlRow one() &&;
+  const SqlRow& one() const&& = delete;
+  int64_t rowsRead() const { return rowsRead_; }
+  int64_t rowsWritten() const { return rowsWritten_; }
 
-  class Iterator {
-   public:
-    Iterator(const SqlCursor* c, size_t i) : c_(c), i_(i) {}
-    SqlRow operator*() const { return c_->row(i_); }
-    Iterator& operator++() { ++i_; return *this; }
-    bool operator!=(const Iterator& o) const { return i_ != o.i_; }
-   private:
-    const SqlCursor* c_;
-    size_t i_;
-  };
-  Iterator begin() const { return Iterator(this, 0); }
-  Iterator end() const { return Iterator(this, size()); }
+  // `for (const SqlRow& row : sql.exec(...))` is fine (the loop keeps the cursor); an
+  // iterator taken from a temporary cursor would not be, so that does not compile.
+  using const_iterator = std::vector<SqlRow>::const_iterator;
+  const_iterator begin() const& { return rows_.begin(); }
+  const_iterator end() const& { return rows_.end(); }
+  const_iterator begin() const&& = delete;
+  const_iterator end() const&& = delete;
 
  private:
-  SqlResult result_;
+  void requireOne() const;
+
+  std::shared_ptr<const std::vector<std::string>> columns_;
+  std::vector<SqlRow> rows_;
+  int64_t rowsRead_ = 0;
+  int64_t rowsWritten_ = 0;
 };
 
 class Sql {

@@ -7,13 +7,15 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace dohost {
 
 namespace detail {
 struct SocketRecord;
-}
+struct ApiAccess;  // the runtime's way in (runtime/src/internal.h); not part of the API
+}  // namespace detail
 
 enum class SendResult {
   kQueued,   // will be written when the socket is writable (after the event commits)
@@ -36,13 +38,12 @@ struct CloseInfo {
 
 // A handle to one accepted socket. It is held by the host, not the instance, so it stays valid
 // across hibernation: a handle kept after the socket closed is harmless (isOpen() is false,
-// send() answers kClosed). Copies refer to the same socket.
+// send() answers kClosed). Copies refer to the same socket. Only the runtime makes them:
+// ObjectState::acceptWebSocket, getWebSockets and the handlers' arguments.
 //
 // Thread: the loop thread.
 class WebSocket {
  public:
-  explicit WebSocket(std::shared_ptr<detail::SocketRecord> record) : record_(std::move(record)) {}
-
   SendResult send(std::string_view text);
   SendResult sendBinary(std::string_view bytes);
   // Starts the closing handshake. Codes 1000-1003, 1007-1014 (1008: policy violation, e.g. a
@@ -54,14 +55,18 @@ class WebSocket {
   void serializeAttachment(std::string_view bytes);
   std::optional<std::string> deserializeAttachment() const;
 
-  const std::vector<std::string>& tags() const;
+  // The tags given to acceptWebSocket. A copy when called on a temporary handle, which may be
+  // the last owner of a closed socket's record.
+  const std::vector<std::string>& tags() const&;
+  std::vector<std::string> tags() const&&;
   bool isOpen() const;
   uint64_t id() const;  // unique within the host process
   bool operator==(const WebSocket& other) const { return record_ == other.record_; }
 
-  const std::shared_ptr<detail::SocketRecord>& record() const { return record_; }
-
  private:
+  friend struct detail::ApiAccess;
+  explicit WebSocket(std::shared_ptr<detail::SocketRecord> record) : record_(std::move(record)) {}
+
   std::shared_ptr<detail::SocketRecord> record_;
 };
 

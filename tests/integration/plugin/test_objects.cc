@@ -48,10 +48,10 @@ class TestEcho final : public dohost::DurableObject {
       // Accept, explain, and close during the upgrade: the client must get both.
       ws.send(json{{"type", "error"}, {"message", "refused during the upgrade"}}.dump());
       ws.close(std::stoi(*code), "refused");
-      return Response::webSocket(ws);
+      return Response::upgrade(ws);
     }
     ws.send(json{{"hello", state_.name().value_or("")}, {"tags", tags}}.dump());
-    return Response::webSocket(ws);
+    return Response::upgrade(ws);
   }
 
   void webSocketMessage(WebSocket ws, const dohost::Message& message) override {
@@ -166,7 +166,7 @@ class TestCrash final : public dohost::DurableObject {
 
   Response fetch(Request& request) override {
     if (throwsFrom(state_, "fetch")) throw std::runtime_error("TestCrash fetch fails on purpose");
-    if (request.isWebSocketUpgrade()) return Response::webSocket(state_.acceptWebSocket(request, {}));
+    if (request.isWebSocketUpgrade()) return Response::upgrade(state_.acceptWebSocket(request, {}));
     if (request.queryParam("alarm")) state_.storage().setAlarm(state_.now());
     return Response::json(200, json{{"alarmsRun", std::stoll(state_.storage().get("alarms").value_or("0"))}}.dump());
   }
