@@ -8,6 +8,8 @@
 
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "admin.h"
 #include "dohost/log.h"
 #include "frame_queue.h"
@@ -71,6 +73,17 @@ struct Conn final : detail::Transport, ws::FrameSink {
   std::string closeReason;
   bool errorReported = false;  // the object got webSocketError; no close event follows
   std::optional<CloseInfo> peerClose;
+
+  // Cluster: the request waiting for its object's owner to be known (Server::parkForOwner).
+  uint64_t serial = 0;  // tells this connection from a later one lws gives the same wsi
+  struct Parked {
+    Request request;
+    ObjectRef object;
+    bool upgrade = false;
+    std::string accept;  // the upgrade's Sec-WebSocket-Accept
+    std::unique_ptr<detail::UpgradeContext> upgradeContext;
+  };
+  std::unique_ptr<Parked> parked;
 
   explicit Conn(const http::Limits& limits) : headReader(limits) {}
 
@@ -234,6 +247,7 @@ Server::~Server() {
   // The runtime outlives the server: from here on nothing re-arms our timer (what the closes
   // below schedule, Runtime::shutdown finishes).
   runtime_.setWakeHook(nullptr);
+  runtime_.inbox().setWake(nullptr);  // no lws call from another thread from here on
   if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
     lws_sul_cancel(&timer_->sul);
@@ -292,6 +306,11 @@ bool Server::start(std::string* error) {
     // has it): HTTP and WebSocket are read and written by this file, not by lws.
     v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6 |
                 LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+    // A cluster's hosts on one machine share the app ports (SO_REUSEPORT: the kernel spreads
+    // connections over them); the admin API stays one per host.
+    if (runtime_.ownership() != nullptr && !l->appName.empty()) {
+      v.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
+    }
     v.listen_accept_role = "raw-skt";
     v.listen_accept_protocol = "dohost";
     v.timeout_secs = 30;  // the TLS handshake
@@ -341,6 +360,9 @@ bool Server::start(std::string* error) {
     box->server->onTimer();
   });
   runtime_.setWakeHook([this] { armTimer(); });
+  lws_context* ctx = context_;
+  runtime_.inbox().setWake([ctx] { lws_cancel_service(ctx); });
+  runtime_.inbox().drain();  // what was posted before the loop could be woken
   nextSweep_ = runtime_.clock().now() + Duration(1000);
   armTimer();
   for (const auto& l : listeners_) {
@@ -462,8 +484,13 @@ void Server::run() {
 void Server::beginShutdown() {
   stopping_ = true;
   // Stop accepting, then close every WebSocket with 1001 and let the close frames go out.
+  // In a cluster 1012 (service restart): the object is served on by another host.
+  bool clustered = runtime_.ownership() != nullptr;
   for (auto& [wsi, c] : conns_) {
-    if (c->record && c->established) c->close(1001, "server shutting down");
+    if (c->record && c->established) {
+      c->close(clustered ? 1012 : 1001, clustered ? "host leaving the cluster; reconnect"
+                                                  : "server shutting down");
+    }
   }
   TimePoint deadline = SystemClock().now() + Duration(2000);
   while (SystemClock().now() < deadline) {
@@ -486,6 +513,7 @@ Conn& Server::newConn(lws* wsi) {
   c->server = this;
   c->wsi = wsi;
   c->listener = static_cast<Listener*>(lws_vhost_user(lws_get_vhost(wsi)));
+  c->serial = ++lastConnSerial_;
   Conn& ref = *c;
   conns_[wsi] = std::move(c);
   return ref;
@@ -538,7 +566,7 @@ void Server::answerAndClose(Conn& c, int status, std::string_view message) {
 // Handles what the buffer holds: request heads, bodies, and the next pipelined request, until
 // it needs more bytes or an answer is outstanding.
 void Server::processHttp(Conn& c) {
-  while (!c.closingTcp && !c.established && !c.pending && !c.response) {
+  while (!c.closingTcp && !c.established && !c.pending && !c.response && !c.parked) {
     if (lws_partial_buffered(c.wsi)) return;  // answers wait until the last one is out
     if (!c.head) {
       if (c.in.empty()) {
@@ -577,7 +605,8 @@ void Server::processHttp(Conn& c) {
     handleHttp(c, head, std::move(body));
   }
   // Between requests, an idle connection is closed after a while.
-  if (!c.closingTcp && !c.established && c.in.empty() && !c.head && !c.pending && !c.response) {
+  if (!c.closingTcp && !c.established && c.in.empty() && !c.head && !c.pending && !c.response &&
+      !c.parked) {
     c.closeAt = runtime_.clock().now() + Duration(int64_t{options_.httpIdleTimeoutSeconds} * 1000);
   }
   // Do not read without bound while an answer is outstanding (a pipelining client).
@@ -617,6 +646,8 @@ void Server::handleHttp(Conn& c, http::RequestHead& head, std::string body) {
     Route route = routeRequest(*c.listener, request);
     if (route.answer) {
       response = std::move(*route.answer);
+    } else if (runtime_.ownership() != nullptr && parkForOwner(c, request, route, false, {})) {
+      return;  // answered once the owner is known
     } else {
       auto slot = runtime_.resolve(route.className, route.name, route.id);
       if (!slot.isOk()) {
@@ -626,14 +657,87 @@ void Server::handleHttp(Conn& c, http::RequestHead& head, std::string body) {
         response = runtime_.fetch(**slot, request);
       }
     }
-    if (response.isDeferred()) {
-      c.pendingSince = runtime_.clock().now();
-      return;  // answered later through c.pending
-    }
-    c.pending->answered = true;
-    c.pending.reset();
+    answerHttp(c, std::move(response));
+    return;
   }
   writeHttpResponse(c, response);
+}
+
+void Server::answerHttp(Conn& c, Response response) {
+  if (response.isDeferred()) {
+    c.pendingSince = runtime_.clock().now();
+    return;  // answered later through c.pending
+  }
+  c.pending->answered = true;
+  c.pending.reset();
+  writeHttpResponse(c, response);
+}
+
+namespace {
+
+// The interim answer for an object that lives on another host, until requests are relayed.
+Response ownedElsewhere(const OwnerInfo& owner) {
+  nlohmann::json body{{"error", "the object is served by another host of the cluster; "
+                                "connect to that host (requests are not relayed yet)"},
+                      {"owner", owner.hostId}};
+  if (!owner.peer.empty()) body["peer"] = owner.peer;
+  return Response::json(503, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+      .setHeader("retry-after", "1");
+}
+
+Response clusterUnavailable(const Status& why) {
+  return Response::json(503, jsonError("cluster unavailable: " + why.message()))
+      .setHeader("retry-after", "1");
+}
+
+}  // namespace
+
+bool Server::parkForOwner(Conn& c, Request& request, const Route& route, bool upgrade,
+                          const std::string& accept) {
+  Result<ObjectRef> ref = runtime_.objectRef(route.className, route.name, route.id);
+  if (!ref.isOk() || runtime_.mayRun(ref->className, ref->id)) return false;
+  auto parked = std::make_unique<Conn::Parked>();
+  parked->object = *ref;
+  parked->upgrade = upgrade;
+  parked->accept = accept;
+  if (upgrade) {
+    parked->upgradeContext = std::make_unique<detail::UpgradeContext>();
+  } else {
+    c.pendingSince = runtime_.clock().now();  // the sweep's bound, behind the cluster's own
+  }
+  parked->request = std::move(request);
+  if (upgrade) parked->request.setUpgradeContext(parked->upgradeContext.get());
+  c.parked = std::move(parked);
+  lws* wsi = c.wsi;
+  uint64_t serial = c.serial;
+  runtime_.acquire(ref->className, ref->id, [this, wsi, serial](Result<OwnerInfo> owner) {
+    resumeParked(wsi, serial, std::move(owner));
+  });
+  return true;
+}
+
+void Server::resumeParked(lws* wsi, uint64_t serial, Result<OwnerInfo> owner) {
+  Conn* c = conn(wsi);
+  if (c == nullptr || c->serial != serial || !c->parked) return;  // the client left meanwhile
+  std::unique_ptr<Conn::Parked> parked = std::move(c->parked);
+  Response response;
+  if (!owner.isOk()) {
+    logLine(LogLevel::kWarn, "cluster: a request waited in vain: " + owner.status().message(),
+            parked->object.className, parked->object.id);
+    response = clusterUnavailable(owner.status());
+  } else if (!owner->local) {
+    response = ownedElsewhere(*owner);
+  } else {
+    ObjectSlot& slot = runtime_.slot(parked->object.className, parked->object.id, parked->object.name);
+    response = runtime_.fetch(slot, parked->request);
+  }
+  if (parked->upgrade) {
+    finishUpgrade(*c, std::move(response), parked->accept, *parked->upgradeContext);
+    return;
+  }
+  c->pendingSince.reset();
+  answerHttp(*c, std::move(response));
+  if (!c->pending && !c->response) processHttp(*c);  // requests pipelined behind it
 }
 
 // An upgrade request: the app's router and the object decide; 101 makes the connection a
@@ -658,6 +762,8 @@ void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
   Response response;
   if (route.answer) {
     response = std::move(*route.answer);
+  } else if (runtime_.ownership() != nullptr && parkForOwner(c, request, route, true, accept)) {
+    return;  // finished once the owner is known
   } else {
     auto slot = runtime_.resolve(route.className, route.name, route.id);
     if (!slot.isOk()) {
@@ -666,6 +772,14 @@ void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
       response = runtime_.fetch(**slot, request);
     }
   }
+  request.setUpgradeContext(nullptr);
+  finishUpgrade(c, std::move(response), accept, upgrade);
+}
+
+// 101 makes the connection a WebSocket, anything else is an HTTP answer and the connection
+// closes.
+void Server::finishUpgrade(Conn& c, Response response, const std::string& accept,
+                           detail::UpgradeContext& upgrade) {
   if (response.status() != 101 || !upgrade.accepted) {
     if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
     c.in.clear();
@@ -807,6 +921,9 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
       return 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      // Another thread posted to the runtime's inbox (once per vhost: the rest find it empty).
+      runtime_.inbox().drain();
+      armTimer();
       return 0;
     default:
       return INT32_MIN;  // not ours: lws' default handling
