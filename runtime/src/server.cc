@@ -1,7 +1,10 @@
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <unistd.h>
@@ -185,7 +188,39 @@ struct Server::TimerBox {
   Server* server = nullptr;
 };
 
+struct Server::SharedAcceptor {
+  ev_io io{};
+  int fd = -1;
+  lws_vhost* vhost = nullptr;
+  bool tls = false;
+};
+
 namespace {
+
+// A listening socket other processes may bind too (SO_REUSEPORT); -1 and `error` if not.
+int sharedListenSocket(const std::string& host, int port, std::string* error) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &addr.sin_addr) != 1) {
+    *error = "not an IPv4 address: " + host;
+    return -1;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return -1;
+  }
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, SOMAXCONN) != 0) {
+    *error = std::strerror(errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 int trampoline(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) noexcept {
   lws_context* ctx = lws_get_context(wsi);
@@ -248,6 +283,7 @@ Server::~Server() {
   // below schedule, Runtime::shutdown finishes).
   runtime_.setWakeHook(nullptr);
   runtime_.inbox().setWake(nullptr);  // no lws call from another thread from here on
+  closeSharedListeners();
   if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
     lws_sul_cancel(&timer_->sul);
@@ -307,10 +343,8 @@ bool Server::start(std::string* error) {
     v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6 |
                 LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
     // A cluster's hosts on one machine share the app ports (SO_REUSEPORT: the kernel spreads
-    // connections over them); the admin API stays one per host.
-    if (runtime_.ownership() != nullptr && !l->appName.empty()) {
-      v.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
-    }
+    // connections over them), through listeners of our own below; the admin API stays one per
+    // host.
     v.listen_accept_role = "raw-skt";
     v.listen_accept_protocol = "dohost";
     v.timeout_secs = 30;  // the TLS handshake
@@ -320,7 +354,44 @@ bool Server::start(std::string* error) {
       v.ssl_private_key_filepath = l->options.tlsKey.c_str();
     }
     v.user = l.get();
+    int sharedFd = -1;
+    if (runtime_.ownership() != nullptr && !l->appName.empty() && loop_ != nullptr) {
+      std::string why;
+      sharedFd = sharedListenSocket(l->options.host, l->options.port, &why);
+      if (sharedFd < 0) {
+        *error = "cannot listen on " + l->options.host + ":" + std::to_string(l->options.port) +
+                 " for app " + l->appName + " (" + why + ")";
+        return false;
+      }
+      v.port = CONTEXT_PORT_NO_LISTEN_SERVER;  // lws keeps the TLS context; we accept
+    }
     l->vhost = lws_create_vhost(context_, &v);
+    if (sharedFd >= 0) {
+      if (l->vhost == nullptr) {
+        close(sharedFd);
+      } else {
+        auto acceptor = std::make_unique<SharedAcceptor>();
+        acceptor->fd = sharedFd;
+        acceptor->vhost = l->vhost;
+        acceptor->tls = !l->options.tlsCert.empty();
+        ev_io_init(&acceptor->io, [](struct ev_loop*, ev_io* w, int) {
+          auto* a = reinterpret_cast<SharedAcceptor*>(reinterpret_cast<char*>(w) -
+                                                      offsetof(SharedAcceptor, io));
+          for (int i = 0; i < 64; ++i) {  // a burst per turn; the rest on the next one
+            int c = accept4(a->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (c < 0) break;
+            lws_sock_file_fd_type d;
+            d.sockfd = c;
+            int type = LWS_ADOPT_SOCKET | (a->tls ? LWS_ADOPT_ALLOW_SSL : 0);
+            // On failure lws closes the descriptor itself.
+            (void)lws_adopt_descriptor_vhost(a->vhost, static_cast<lws_adoption_type>(type), d,
+                                             "dohost", nullptr);
+          }
+        }, sharedFd, EV_READ);
+        ev_io_start(static_cast<struct ev_loop*>(loop_), &acceptor->io);
+        shared_.push_back(std::move(acceptor));
+      }
+    }
     if (l->vhost == nullptr) {
       *error = "cannot listen on " + l->options.host + ":" + std::to_string(l->options.port) +
                " for " + (l->appName.empty() ? std::string("the admin API") : "app " + l->appName) +
@@ -481,8 +552,19 @@ void Server::run() {
   beginShutdown();
 }
 
+void Server::closeSharedListeners() {
+  for (auto& a : shared_) {
+    if (loop_ != nullptr) ev_io_stop(static_cast<struct ev_loop*>(loop_), &a->io);
+    if (a->fd >= 0) close(a->fd);
+    a->fd = -1;
+  }
+  shared_.clear();
+}
+
 void Server::beginShutdown() {
   stopping_ = true;
+  // Shared app ports: the kernel sends new connections to the other hosts from now on.
+  closeSharedListeners();
   // Stop accepting, then close every WebSocket with 1001 and let the close frames go out.
   // In a cluster 1012 (service restart): the object is served on by another host.
   bool clustered = runtime_.ownership() != nullptr;

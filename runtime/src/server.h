@@ -102,6 +102,11 @@ class Server {
   uint64_t lastConnSerial_ = 0;
   struct TimerBox;
   std::unique_ptr<TimerBox> timer_;
+  // Cluster: app listeners the hosts of one machine share (SO_REUSEPORT), accepted here and
+  // adopted into lws, since lws 4.1 sets SO_REUSEPORT only for its own service threads.
+  struct SharedAcceptor;
+  std::vector<std::unique_ptr<SharedAcceptor>> shared_;
+  void closeSharedListeners();
 };
 
 }  // namespace dohost
