@@ -17,7 +17,7 @@ import unittest
 
 import websockets
 
-from harness import Host, free_port, metric, recv_json, recv_until
+from harness import Host, binary, free_port, metric, recv_json, recv_until
 
 ETCD = "/usr/bin/etcd"
 TTL = 2  # seconds; etcd's minimum
@@ -220,6 +220,11 @@ class ClusterTest(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(view["phase"], "serving")
             self.assertGreater(view["incarnation"], 0)
             self.assertTrue(all(x["lease"] and x["peer"] for x in view["hosts"]))
+        doctl = subprocess.run([binary("doctl"), "--admin", f"http://127.0.0.1:{first.admin_port}",
+                                "cluster"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(doctl.returncode, 0, doctl.stderr)
+        for h in hosts:
+            self.assertIn(h.host_id, doctl.stdout)
         m = first.metrics()
         self.assertEqual(metric(m, "dohost_cluster_hosts"), 3)
         self.assertGreaterEqual(metric(m, "dohost_placement_claims_total"), 1)
