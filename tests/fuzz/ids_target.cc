@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (request.queryParam("id") != std::string(input)) {
     fuzz::fail("a query parameter did not come back as sent");
   }
-  objects::channel::parseInt(input);
-  objects::channel::parseInt(objects::channel::trim(input));
+  objects::parseInt(input);
+  objects::parseInt(objects::trim(input));
   return 0;
 }
