@@ -6,6 +6,7 @@
 #include <map>
 
 #include "admin_inspect.h"
+#include "cluster/cluster_node.h"
 #include "dashboard.h"
 #include "dohost/json.h"
 #include "dohost/object_id.h"
@@ -59,6 +60,10 @@ json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
   if (slot.isLive() && blocker) j["notEvictableBecause"] = *blocker;
   auto scheduled = rt.scheduledAlarm(slot.className(), slot.id());
   j["alarm"] = scheduled ? json(toUnixMillis(*scheduled)) : json(nullptr);
+  if (Ownership* own = rt.ownership()) {  // cluster: the owner, as far as this host knows
+    auto owner = own->knownOwner(slot.className(), slot.id());
+    j["host"] = owner ? json(*owner) : json(nullptr);
+  }
   if (detail) {
     try {
       if (auto a = slot.storedAlarm()) j["alarm"] = toUnixMillis(*a);
@@ -166,8 +171,68 @@ std::string prometheusMetrics(Runtime& rt) {
   family("dohost_objects_failed", "gauge",
          "Objects in the failed state (not run until their retry time).",
          [](const Gauges& g, const ClassMetrics&) { return g.failed; });
+  if (auto* node = dynamic_cast<cluster::ClusterNode*>(rt.ownership())) {
+    auto single = [&](const char* name, const char* type, const char* help, int64_t value) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+             name + " " + std::to_string(value) + "\n";
+    };
+    single("dohost_cluster_hosts", "gauge", "Hosts registered in the cluster, as last read.",
+           static_cast<int64_t>(node->hostCount()));
+    single("dohost_cluster_serving", "gauge",
+           "1 while this host serves objects; 0 while it is fenced or registering again.",
+           node->serving() ? 1 : 0);
+    single("dohost_placement_claims_total", "counter", "Objects this host claimed.",
+           node->claimsTotal());
+    single("dohost_placement_releases_total", "counter",
+           "Ownership keys this host released (idle objects).", node->releasesTotal());
+    single("dohost_placement_owned", "gauge", "Objects this host holds a claim on.",
+           static_cast<int64_t>(node->claims()));
+    single("dohost_fencing_refusals_total", "counter",
+           "Commits refused because the object's file carried a newer owner's token.",
+           rt.fencingRefusals());
+    single("dohost_cluster_self_fences_total", "counter",
+           "Times this host stopped serving because its lease could not be renewed.",
+           node->selfFences());
+  }
   return out;
 }
+
+namespace {
+
+// GET /cluster: this host's membership and the hosts it knows (docs/cluster.md).
+Response clusterJson(Runtime& rt) {
+  auto* node = dynamic_cast<cluster::ClusterNode*>(rt.ownership());
+  if (node == nullptr) {
+    return Response::json(404, jsonError("this host is not part of a cluster (no --cluster)"));
+  }
+  cluster::ClusterView v = node->view();
+  json hosts = json::array();
+  for (const cluster::ClusterView::Host& h : v.hosts) {
+    hosts.push_back({{"id", h.hostId},
+                     {"addr", h.addr},
+                     {"peer", h.peer},
+                     {"lease", h.lease},
+                     {"incarnation", h.incarnation},
+                     {"started", h.startedMs},
+                     {"objectsOwned", h.objectsOwned < 0 ? json(nullptr) : json(h.objectsOwned)}});
+  }
+  return okJson({{"self", v.selfId},
+                 {"incarnation", v.incarnation},
+                 {"lease", v.lease},
+                 {"leaseTtl", v.leaseTtlSeconds},
+                 {"phase", v.phase},
+                 {"selfFences", v.selfFences},
+                 {"lastSelfFence", v.lastFenceMs ? json(*v.lastFenceMs) : json(nullptr)},
+                 {"claims", v.claims},
+                 {"resolving", v.resolving},
+                 {"claimsTotal", v.claimsTotal},
+                 {"releasesTotal", v.releasesTotal},
+                 {"fencingRefusals", rt.fencingRefusals()},
+                 {"hostsAge", v.hostsAgeMs},
+                 {"hosts", std::move(hosts)}});
+}
+
+}  // namespace
 
 Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) {
   if (isDashboardPath(request.path())) return handleDashboard(options, request);
@@ -181,6 +246,10 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
     return Response(200, prometheusMetrics(rt), "text/plain; version=0.0.4");
   }
   if (parts.size() == 1 && parts[0] == "faults") return handleFaults(request);
+  if (parts.size() == 1 && parts[0] == "cluster") {
+    if (method != "GET") return Response::json(405, jsonError("use GET"));
+    return clusterJson(rt);
+  }
   if (parts.empty() || parts[0] != "objects") return Response::json(404, jsonError("not found"));
   if (parts.size() == 1) {
     if (method != "GET") return Response::json(405, jsonError("use GET"));
@@ -193,10 +262,15 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
     for (const auto& a : rt.alarmsWithoutSlot()) {
       if (cls && a.className != *cls) continue;
       std::string path = rt.options().dataDir + "/" + a.className + "/" + a.id + ".sqlite";
-      list.push_back({{"class", a.className}, {"id", a.id},
-                      {"name", a.name ? json(*a.name) : json(nullptr)}, {"state", "evicted"},
-                      {"sockets", 0}, {"storageBytes", fileBytes(path)}, {"evictable", false},
-                      {"alarm", toUnixMillis(a.time)}});
+      json entry{{"class", a.className}, {"id", a.id},
+                 {"name", a.name ? json(*a.name) : json(nullptr)}, {"state", "evicted"},
+                 {"sockets", 0}, {"storageBytes", fileBytes(path)}, {"evictable", false},
+                 {"alarm", toUnixMillis(a.time)}};
+      if (Ownership* own = rt.ownership()) {
+        auto owner = own->knownOwner(a.className, a.id);
+        entry["host"] = owner ? json(*owner) : json(nullptr);
+      }
+      list.push_back(std::move(entry));
     }
     return okJson(list);
   }
@@ -232,6 +306,12 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
     return okJson({{"evicted", true}, {"state", "evicted"}});
   }
   if (parts[3] == "alarm") {
+    if (Ownership* own = rt.ownership(); own && !rt.mayRun(cls, id)) {
+      auto owner = own->knownOwner(cls, id);
+      return Response::json(409, dumpJson({{"error", "this host does not hold the object's claim; "
+                                                     "run its alarm on its owner"},
+                                           {"owner", owner ? json(*owner) : json(nullptr)}}));
+    }
     if (slot->failedUntil()) {
       return Response::json(409, jsonError("the object is failed; its alarm waits for the retry time"));
     }

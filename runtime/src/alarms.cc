@@ -83,6 +83,28 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
   AlarmTimer a = it->second;
   timers_.cancel(a.timer);
   it->second.timer = 0;
+  if (!mayRun(a.className, a.id)) {
+    // Cluster: every host sees every alarm in the shared index; the claim decides which one
+    // fires it. Unowned: claim, then fire. Owned elsewhere: its owner fires it; a rescan
+    // brings it back here if that host goes away.
+    acquire(a.className, a.id, [this, key, force](Result<OwnerInfo> owner) {
+      auto again = alarms_.find(key);
+      if (again == alarms_.end() || again->second.timer != 0) return;  // changed meanwhile
+      if (!owner.isOk()) {
+        logLine(LogLevel::kWarn, "alarm waits: " + owner.status().message(),
+                again->second.className, again->second.id);
+        again->second.timer = schedule(clock_.now() + Duration(1000),
+                                       [this, key, force] { fireAlarm(key, force); });
+        return;
+      }
+      if (!owner->local) {
+        alarms_.erase(again);
+        return;
+      }
+      fireAlarm(key, force);
+    });
+    return;
+  }
   ObjectSlot* slot = nullptr;
   try {
     slot = &this->slot(a.className, a.id, a.name);
@@ -167,6 +189,28 @@ void Runtime::fireAlarm(const std::string& key, bool force) {
   logLine(LogLevel::kError, "alarm given up after " + std::to_string(a.retryCount) + " retries",
           a.className, a.id);
   touch(*slot);
+}
+
+// Cluster: alarms other hosts wrote into the shared index since this host read it (at start,
+// or the last rescan) get a timer here too; those of objects known to be owned by another host
+// are left to it. Firing goes through the claim (fireAlarm), so an alarm runs on one host.
+void Runtime::rescanAlarms() {
+  if (!ownership_ || shuttingDown_) return;
+  if (alarmIndex_) {
+    auto entries = alarmIndex_->all();
+    if (!entries.isOk()) {
+      logLine(LogLevel::kWarn, "cannot read the alarm index: " + entries.status().toString());
+    } else {
+      for (const storage::AlarmEntry& e : entries.value()) {
+        std::string key = e.className + "/" + e.id;
+        if (alarms_.count(key) || registry_.findClass(e.className) == nullptr) continue;
+        std::optional<std::string> owner = ownership_->knownOwner(e.className, e.id);
+        if (owner && *owner != ownership_->selfId()) continue;
+        scheduleAlarm(e.className, e.id, e.name, fromUnixMillis(e.timeMs), 0);
+      }
+    }
+  }
+  schedule(clock_.now() + options_.alarmRescanInterval, [this] { rescanAlarms(); });
 }
 
 Duration Runtime::alarmBackoff(int attempt) const {

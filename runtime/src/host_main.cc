@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "cluster/cluster_node.h"
 #include "config.h"
 #include "dohost/host.h"
 #include "dohost/json.h"
@@ -121,7 +122,65 @@ const NumberSetting kNumberSettings[] = {
      "rows per statement (and key-value entries per page) the admin API returns"},
     {"admin_sql_max_bytes", {1, kGiB, true, "bytes"}, &HostOptions::adminSqlMaxBytes,
      "text and blob bytes per statement the admin API returns"},
+    {"cluster_lease_ttl", {2, 3600, true, "seconds"}, &HostOptions::clusterLeaseTtlSeconds,
+     "cluster: the TTL of the host's etcd lease (default 5)"},
+    {"cluster_lease_renew", {0.05, 3600, false, "seconds"},
+     &HostOptions::clusterLeaseRenewSeconds,
+     "cluster: how often the lease is renewed (default 1; shorter than the TTL)"},
+    {"cluster_resolve_timeout", {0.1, 600, false, "seconds"},
+     &HostOptions::clusterResolveTimeoutSeconds,
+     "cluster: how long a request waits for its object's owner before a 503 (default 5)"},
+    {"cluster_max_resolving", {1, 10'000'000, true}, &HostOptions::clusterMaxResolving,
+     "cluster: objects whose owner is looked up at once; more are answered 503"},
 };
+
+// --cluster: comma-separated etcd endpoints, each http://HOST:PORT.
+std::vector<std::string> parseEndpoints(const std::string& what, const std::string& text) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i <= text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    std::string url = text.substr(i, j - i);
+    while (!url.empty() && url.front() == ' ') url.erase(0, 1);
+    while (!url.empty() && url.back() == ' ') url.pop_back();
+    if (url.rfind("http://", 0) != 0) {
+      throw ConfigError(what + ": expected http://HOST:PORT[,http://HOST:PORT...], got " +
+                        quoteValue(url));
+    }
+    std::string hostPort = url.substr(7);
+    if (!hostPort.empty() && hostPort.back() == '/') hostPort.pop_back();
+    ListenerOptions l = parseListen(what, hostPort);
+    if (l.port == 0) throw ConfigError(what + ": bad port 0 in " + quoteValue(url));
+    out.push_back("http://" + l.host + ":" + std::to_string(l.port));
+    i = j + 1;
+  }
+  return out;
+}
+
+// The cluster settings as a whole: all three of --cluster, --host-id and --peer, or none.
+void checkCluster(const HostOptions& o) {
+  if (o.clusterEndpoints.empty()) {
+    if (!o.hostId.empty() || !o.peer.empty()) {
+      throw ConfigError("--host-id and --peer need --cluster ETCD_URL[,ETCD_URL...]");
+    }
+    return;
+  }
+  if (o.hostId.empty()) throw ConfigError("--cluster needs --host-id NAME");
+  if (o.hostId.size() > 64 || !std::all_of(o.hostId.begin(), o.hostId.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+      })) {
+    throw ConfigError("--host-id: expected 1 to 64 letters, digits, '-', '_' or '.', got " +
+                      quoteValue(o.hostId));
+  }
+  if (o.peer.empty()) throw ConfigError("--cluster needs --peer HOST:PORT");
+  if (parseListen("--peer", o.peer).port == 0) throw ConfigError("--peer: bad port 0");
+  if (o.clusterLeaseRenewSeconds >= o.clusterLeaseTtlSeconds) {
+    throw ConfigError("cluster_lease_renew (" + std::to_string(o.clusterLeaseRenewSeconds) +
+                      " s) must be shorter than cluster_lease_ttl (" +
+                      std::to_string(static_cast<int>(o.clusterLeaseTtlSeconds)) + " s)");
+  }
+}
 
 std::string flagOf(const char* key) {
   std::string flag = std::string("--") + key;
@@ -170,7 +229,8 @@ void applyConfig(const toml::table& t, HostOptions& o) {
     }
   };
   std::set<std::string> known = {"data",       "admin",   "admin_token", "log_level", "log_format",
-                                 "durability", "plugins", "apps"};
+                                 "durability", "plugins", "apps",        "cluster",   "host_id",
+                                 "peer"};
   for (const NumberSetting& s : kNumberSettings) known.insert(s.key);
   for (const auto& [k, v] : t) {
     if (!known.count(std::string(k.str()))) {
@@ -190,6 +250,22 @@ void applyConfig(const toml::table& t, HostOptions& o) {
   str("data", o.dataDir);
   if (auto v = t["admin"].value<std::string>()) o.admin = parseListen("config admin", *v);
   str("admin_token", o.adminToken);
+  if (auto v = t["cluster"]) {
+    if (auto text = v.value<std::string>()) {
+      o.clusterEndpoints = parseEndpoints("config cluster", *text);
+    } else if (auto arr = v.as_array()) {
+      o.clusterEndpoints.clear();
+      for (auto& e : *arr) {
+        auto url = e.value<std::string>();
+        if (!url) throw ConfigError("config: cluster must be a string or an array of strings");
+        for (std::string& u : parseEndpoints("config cluster", *url)) o.clusterEndpoints.push_back(u);
+      }
+    } else {
+      throw ConfigError("config: cluster must be a string or an array of strings");
+    }
+  }
+  str("host_id", o.hostId);
+  str("peer", o.peer);
   if (auto v = t["log_level"].value<std::string>()) {
     LogLevel level;
     if (!parseLogLevel(*v, &level)) throw ConfigError("config: log_level must be debug, info, warn, error or off");
@@ -301,6 +377,12 @@ int runHost(const HostOptions& options, const Registry& registry) {
       return 2;
     }
   }
+  try {
+    checkCluster(options);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "dohost: %s\n", e.what());
+    return 2;
+  }
   // Signals are taken by one thread with sigwait; it wakes the loop with lws_cancel_service.
   sigset_t set;
   sigemptyset(&set);
@@ -335,6 +417,30 @@ int runHost(const HostOptions& options, const Registry& registry) {
                  s.toString().c_str());
     return 2;
   }
+  // A cluster member: claims before it runs an object, fences every commit (docs/cluster.md).
+  std::unique_ptr<cluster::ClusterNode> node;
+  if (!options.clusterEndpoints.empty()) {
+    cluster::ClusterNodeOptions co;
+    co.endpoints = options.clusterEndpoints;
+    co.hostId = options.hostId;
+    co.peer = options.peer;
+    co.addr = options.admin.host + ":" + std::to_string(options.admin.port);
+    co.leaseTtl = std::chrono::seconds(static_cast<int64_t>(options.clusterLeaseTtlSeconds));
+    co.renewInterval = std::chrono::milliseconds(
+        static_cast<int64_t>(options.clusterLeaseRenewSeconds * 1000));
+    co.resolveTimeout = std::chrono::milliseconds(
+        static_cast<int64_t>(options.clusterResolveTimeoutSeconds * 1000));
+    co.maxResolving = options.clusterMaxResolving;
+    auto started = cluster::ClusterNode::start(
+        co, [&runtime](std::function<void()> fn) { runtime.inbox().post(std::move(fn)); },
+        [&runtime](const std::string& why) { runtime.dropAllClaims(why); });
+    if (!started.isOk()) {
+      std::fprintf(stderr, "dohost: --cluster: %s\n", started.status().message().c_str());
+      return 2;
+    }
+    node = std::move(started).value();
+    runtime.setOwnership(node.get());
+  }
   {
     // The server goes before the objects: a connection still open after the drain (a client
     // that stopped reading) is closed when the server is destroyed, and its close reaches an
@@ -355,13 +461,23 @@ int runHost(const HostOptions& options, const Registry& registry) {
     signals.join();
   }
   runtime.shutdown();
+  if (node) {
+    // After the last commit: the lease goes, and every ownership key of this host with it,
+    // so other hosts claim these objects at once instead of after the TTL.
+    if (Status left = node->leave(); !left.isOk()) {
+      logLine(LogLevel::kWarn, "cluster: could not revoke the lease (it expires within the "
+                               "TTL): " + left.message());
+    }
+    runtime.setOwnership(nullptr);
+    node.reset();
+  }
   logLine(LogLevel::kInfo, "stopped");
   return 0;
 }
 
 int hostMain(int argc, char** argv, Registry& registry) {
   CLI::App cli{"dohost: hosts Durable Objects with their SQLite storage and WebSockets"};
-  std::string configPath, dataDir, admin, logLevel, logFormat;
+  std::string configPath, dataDir, admin, logLevel, logFormat, clusterUrls, hostId, peer;
   std::vector<std::string> appFlags, plugins;
   cli.add_option("--config", configPath, "TOML config file (dohost.toml)");
   cli.add_option("--data", dataDir, "data folder (default ./data)");
@@ -370,6 +486,9 @@ int hostMain(int argc, char** argv, Registry& registry) {
   cli.add_option("--log-level", logLevel, "debug, info, warn, error or off");
   cli.add_option("--log-format", logFormat, "text (key=value lines, the default) or json");
   cli.add_option("--plugin", plugins, "shared library exporting dohost_register (repeatable)");
+  cli.add_option("--cluster", clusterUrls, "etcd endpoints ETCD_URL[,ETCD_URL...]: join a cluster");
+  cli.add_option("--host-id", hostId, "cluster: this host's name, unique in the cluster");
+  cli.add_option("--peer", peer, "cluster: HOST:PORT where other hosts reach this one");
   std::map<const NumberSetting*, std::string> numberFlags;
   for (const NumberSetting& s : kNumberSettings) {
     cli.add_option_function<std::string>(flagOf(s.key),
@@ -389,6 +508,9 @@ int hostMain(int argc, char** argv, Registry& registry) {
     if (!configPath.empty()) applyToml(configPath, o);
     if (!dataDir.empty()) o.dataDir = dataDir;
     if (!admin.empty()) o.admin = parseListen("--admin", admin);
+    if (!clusterUrls.empty()) o.clusterEndpoints = parseEndpoints("--cluster", clusterUrls);
+    if (!hostId.empty()) o.hostId = hostId;
+    if (!peer.empty()) o.peer = peer;
     for (const auto& [s, text] : numberFlags) {
       assign(o, *s, parseSetting(flagOf(s->key), text, s->range));
     }

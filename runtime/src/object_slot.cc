@@ -107,6 +107,17 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
     if (error) *error = "the object is failed until its retry time: " + failure_->lastError;
     return false;
   }
+  if (Ownership* ownership = runtime_.ownership()) {
+    std::optional<int64_t> token = ownership->claimToken(className_, id_);
+    if (!token) {  // events start only under this host's claim
+      if (error) *error = "this host does not own the object";
+      return false;
+    }
+    if (token != fenceToken_) {
+      fenceToken_ = token;
+      fenceWritten_ = false;
+    }
+  }
   inEvent_ = true;
   effects_ = std::make_unique<Effects>();
   alarmChange_.reset();
@@ -119,6 +130,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   bool joined = db_ && db_->inTransaction();
   try {
     if (joined) check(db_->savepoint("_do_event"));
+    if (fenceToken_ && !fenceWritten_) takeFence();
     if (!instance_) {
       building = true;
       // Reached by id after a restart: the name is in the object's database.
@@ -140,6 +152,12 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   inEvent_ = false;
   lastActivity_ = runtime_.clock().now();
   failedOnStorage_ = false;
+  if (fencedBy_) {
+    int64_t stored = *fencedBy_;
+    refuseFenced(stored, effects.get());
+    if (error) *error = "fenced: a newer owner's token is in the object's file";
+    return false;
+  }
   bool txnGone = txnLost_ || (turnTxn_ && !(db_ && db_->inTransaction()));
   if ((failure && fault_) || txnGone) {
     // A storage fault the object did not handle, or one that took the turn's transaction:
@@ -190,6 +208,23 @@ bool ObjectSlot::flush(std::string* error) {
   flushScheduled_ = false;
   turnTxn_ = false;
   if (db_ && db_->inTransaction()) {
+    if (fenceToken_) {
+      // In the commit's own transaction: a newer owner's token in the file refuses it.
+      Result<std::optional<int64_t>> stored = db_->fenceToken();
+      if (stored.isOk() && stored.value() && *stored.value() > *fenceToken_) {
+        refuseFenced(*stored.value(), nullptr);
+        if (error) *error = "fenced: a newer owner's token is in the object's file";
+        return false;
+      }
+      if (!stored.isOk()) {
+        failedOnStorage_ = true;
+        std::string why = "commit failed: cannot read the fencing token: " +
+                          stored.status().toString();
+        failTurn(why, stored.status(), nullptr, nullptr);
+        if (error) *error = why;
+        return false;
+      }
+    }
     Status s = db_->commit();
     if (!s.isOk()) {
       // Nobody hears of writes that did not persist, and those who would have are told.
@@ -200,6 +235,7 @@ bool ObjectSlot::flush(std::string* error) {
       return false;
     }
     ++runtime_.metrics(className_).commits;
+    if (fenceToken_) fenceWritten_ = true;
     if (Status c = db_->takeCheckpointError(); !c.isOk()) {
       logLine(LogLevel::kWarn, "checkpoint failed (the commits are safe in the log; retried "
               "after the next commit): " + c.toString(), className_, id_);
@@ -213,6 +249,34 @@ bool ObjectSlot::flush(std::string* error) {
   }
   runtime_.touch(*this);
   return true;
+}
+
+void ObjectSlot::takeFence() {
+  storage::ObjectDatabase& db = writable();
+  std::optional<int64_t> stored = check(db.fenceToken());
+  if (stored && *stored > *fenceToken_) {
+    fencedBy_ = *stored;
+    throw StorageError(Status::notAllowed("fenced: the object has a newer owner"));
+  }
+  // Written first, so the transaction holds the write lock from here: a former owner's commit
+  // waits for it and then finds this token.
+  if (!stored || *stored < *fenceToken_) check(db.setFenceToken(*fenceToken_));
+}
+
+void ObjectSlot::refuseFenced(int64_t stored, Effects* current) {
+  fencedBy_.reset();
+  fault_.reset();
+  turnTxn_ = false;
+  txnLost_ = false;
+  if (db_ && db_->inTransaction()) (void)db_->rollback();
+  for (Held& h : held_) abandon(h.effects);
+  held_.clear();
+  if (current) abandon(*current);
+  alarmChange_.reset();
+  int64_t mine = fenceToken_.value_or(0);
+  fenceToken_.reset();
+  fenceWritten_ = false;
+  runtime_.fencedOut(*this, stored, mine);
 }
 
 void ObjectSlot::failTurn(const std::string& why, const Status& commitStatus, Effects* current,

@@ -5,6 +5,9 @@
 // States: live (instance in memory), evicted (no instance; sockets may stay open). The slot is
 // forgotten by the runtime once it is evicted and has no open socket.
 //
+// In a cluster an event runs only while this host holds the object's claim, and each commit's
+// transaction checks the fencing token stored in the file (docs/cluster.md, "Fencing").
+//
 // Thread: the loop thread.
 #pragma once
 
@@ -183,6 +186,12 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
     return std::move(r).value();
   }
   void noteFault(const Status& s);
+  // Cluster: the first event after a claim writes the claim's token into the file (after
+  // checking that no newer owner wrote one); see fenceToken_.
+  void takeFence();
+  // A newer owner's token (`stored`) is in the file: nothing of this turn is committed or sent,
+  // the instance goes, and the runtime forgets the claim and closes the sockets (1012).
+  void refuseFenced(int64_t stored, Effects* current);
   void failTurn(const std::string& why, const Status& commitStatus, Effects* current,
                 const std::shared_ptr<detail::SocketRecord>& origin);
   void noteFailure(const std::string& error);
@@ -238,6 +247,11 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   ClassMetrics* metrics_;  // the class's counters (map nodes are stable)
   std::optional<FailureRecord> failure_;
   std::optional<TimerQueue::Id> failureTimer_;
+  // Cluster: the token of this host's claim the slot last ran under, and whether a commit
+  // carried it into the file. Every commit first compares the file's token with it.
+  std::optional<int64_t> fenceToken_;
+  bool fenceWritten_ = false;
+  std::optional<int64_t> fencedBy_;  // set by takeFence when a newer token is in the file
 
   friend class SlotStub;
 };

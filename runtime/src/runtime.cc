@@ -80,9 +80,9 @@ ObjectSlot* Runtime::findSlot(const std::string& className, const std::string& i
   return it == slots_.end() ? nullptr : it->second.get();
 }
 
-Result<ObjectSlot*> Runtime::resolve(const std::string& className,
+Result<ObjectRef> Runtime::objectRef(const std::string& className,
                                      const std::optional<std::string>& name,
-                                     const std::optional<std::string>& id) {
+                                     const std::optional<std::string>& id) const {
   if (registry_.findClass(className) == nullptr) {
     return Status::notFound("no object class named " + className);
   }
@@ -90,10 +90,18 @@ Result<ObjectSlot*> Runtime::resolve(const std::string& className,
     std::string why;
     auto normalized = idFromString(className, *id, &why);
     if (!normalized) return Status::invalidArgument(why);
-    return &slot(className, *normalized, std::nullopt);
+    return ObjectRef{className, *normalized, std::nullopt};
   }
   if (!name) return Status::invalidArgument("a route needs an object name or id");
-  return &slot(className, idFromName(className, *name), name);
+  return ObjectRef{className, idFromName(className, *name), name};
+}
+
+Result<ObjectSlot*> Runtime::resolve(const std::string& className,
+                                     const std::optional<std::string>& name,
+                                     const std::optional<std::string>& id) {
+  Result<ObjectRef> ref = objectRef(className, name, id);
+  if (!ref.isOk()) return ref.status();
+  return &slot(ref->className, ref->id, ref->name);
 }
 
 std::vector<ObjectSlot*> Runtime::slots() {
@@ -166,8 +174,77 @@ void Runtime::maybeForget(ObjectSlot& slot) {
   // Deferred: the caller may still be inside a method of this slot.
   defer([this, key] {
     auto it = slots_.find(key);
-    if (it != slots_.end() && forgettable(*it->second)) slots_.erase(it);
+    if (it == slots_.end() || !forgettable(*it->second)) return;
+    // Idle, no socket left: in a cluster its ownership key goes too, so any host may claim it.
+    if (ownership_) ownership_->forget(it->second->className(), it->second->id(), true);
+    slots_.erase(it);
   });
+}
+
+// --- cluster --------------------------------------------------------------------------------
+
+void Runtime::setOwnership(Ownership* ownership) {
+  ownership_ = ownership;
+  if (ownership_) schedule(clock_.now() + options_.alarmRescanInterval, [this] { rescanAlarms(); });
+}
+
+void Runtime::acquire(const std::string& className, const std::string& id,
+                      std::function<void(Result<OwnerInfo>)> then) {
+  if (ownership_ == nullptr) {
+    then(OwnerInfo{{}, {}, 0, true});
+    return;
+  }
+  if (std::optional<int64_t> token = ownership_->claimToken(className, id)) {
+    then(OwnerInfo{ownership_->selfId(), {}, *token, true});
+    return;
+  }
+  ownership_->resolve(className, id, std::move(then));
+}
+
+void Runtime::stopServing(ObjectSlot& slot, const std::string& why) {
+  std::vector<std::shared_ptr<detail::SocketRecord>> sockets;
+  for (const auto& [sid, s] : slot.sockets()) sockets.push_back(s);
+  for (const auto& s : sockets) {
+    if (s->state != detail::SocketState::kOpen) continue;
+    s->state = detail::SocketState::kClosing;
+    s->early.clear();
+    s->held.clear();
+    // 1012 (service restart): the client reconnects, and reaches the object's owner.
+    if (s->transport) {
+      s->transport->close(1012, "this host no longer serves the object; reconnect");
+    } else {
+      s->earlyClose.emplace(1012, "this host no longer serves the object; reconnect");
+    }
+  }
+  slot.dropInstance(why);
+  touch(slot);
+}
+
+void Runtime::dropAllClaims(const std::string& why) {
+  size_t live = 0, sockets = 0;
+  for (ObjectSlot* slot : slots()) {
+    if (slot->inEvent()) continue;  // never: the loop is between events here
+    // Events that already ran commit now: this is before the lease can expire, so no other
+    // host can have claimed the object yet.
+    if (slot->flushPending()) slot->flush();
+    live += slot->isLive();
+    sockets += slot->sockets().size();
+    if (slot->isLive() || slot->hasSockets()) stopServing(*slot, why);
+  }
+  logLine(LogLevel::kWarn, "cluster: " + why + ": stopped serving every object (" +
+                               std::to_string(live) + " instances dropped, " +
+                               std::to_string(sockets) + " WebSockets closed with 1012)");
+}
+
+void Runtime::fencedOut(ObjectSlot& slot, int64_t stored, int64_t mine) {
+  ++fencingRefusals_;
+  logLine(LogLevel::kWarn,
+          "fencing: commit refused: the object's file carries token " + std::to_string(stored) +
+              " of a newer owner, this host's claim is " + std::to_string(mine) +
+              " (the turn's writes rolled back, its output dropped, the claim forgotten)",
+          slot.className(), slot.id());
+  if (ownership_) ownership_->forget(slot.className(), slot.id(), false);
+  stopServing(slot, "fenced out by a newer owner");
 }
 
 bool Runtime::evictNow(ObjectSlot& slot) {
@@ -186,6 +263,10 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
     return Response::json(503, R"({"error":"too many WebSockets for this object"})");
   }
   if (slot.failedUntil()) return slot.failedResponse();  // also refuses an upgrade with 503
+  if (!mayRun(slot.className(), slot.id())) {  // the claim went while the request waited
+    return Response::json(503, R"({"error":"this host no longer owns the object; try again"})")
+        .setHeader("retry-after", "1");
+  }
   std::string error;
   const auto& pending = detail::ApiAccess::pendingState(request);
   if (pending) slot.trackPending(pending);
@@ -193,7 +274,10 @@ Response Runtime::fetch(ObjectSlot& slot, Request& request) {
                           ObjectSlot::CommitMode::kNow, ObjectSlot::EventKind::kFetch);
   if (!ok) {
     logLine(LogLevel::kError, "fetch failed: " + error, slot.className(), slot.id());
-    response = slot.failedOnStorage()
+    response = !mayRun(slot.className(), slot.id())  // fenced out meanwhile
+                   ? Response::json(503, R"({"error":"this host no longer owns the object; try again"})")
+                         .setHeader("retry-after", "1")
+               : slot.failedOnStorage()
                    ? Response::json(503, R"({"error":"storage unavailable, try again later"})")
                    : Response::json(500, R"({"error":"internal error in the object"})");
   }
@@ -221,6 +305,7 @@ void Runtime::onMessage(const std::shared_ptr<detail::SocketRecord>& socket, Mes
   ObjectSlot* slot = socket->slot;
   if (slot == nullptr || socket->state == detail::SocketState::kClosed) return;
   if (slot->failedUntil()) return;  // the socket is being closed with 1011
+  if (!mayRun(slot->className(), slot->id())) return;  // being closed with 1012
   if (socket->transferring) {
     // On its way to another object: it gets this message once it accepted the socket.
     if (socket->held.size() >= kMaxHeldMessages) {
@@ -265,6 +350,40 @@ void Runtime::onError(const std::shared_ptr<detail::SocketRecord>& socket, std::
 void Runtime::transferSocket(ObjectSlot& from, const std::shared_ptr<detail::SocketRecord>& socket,
                              const std::string& className, const std::string& name,
                              Request request) {
+  if (ownership_ && !shuttingDown_) {
+    Result<ObjectRef> ref = objectRef(className, name, std::nullopt);
+    if (ref.isOk() && !mayRun(ref->className, ref->id)) {
+      // The target is not claimed here yet: its messages keep waiting until it is.
+      auto moved = std::make_shared<Request>(std::move(request));
+      acquire(ref->className, ref->id,
+              [this, socket, fromClass = from.className(), fromId = from.id(), className, name,
+               moved](Result<OwnerInfo> owner) {
+                ObjectSlot* source = findSlot(fromClass, fromId);
+                if (source == nullptr || socket->slot != source ||
+                    socket->state != detail::SocketState::kOpen) {
+                  socket->transferring = false;
+                  socket->held.clear();
+                  return;
+                }
+                if (!owner.isOk() || !owner->local) {
+                  socket->transferring = false;
+                  socket->held.clear();
+                  socket->state = detail::SocketState::kClosing;
+                  logLine(LogLevel::kWarn,
+                          "hand-over of a socket to " + className + " refused: " +
+                              (owner.isOk() ? "owned by host " + owner->hostId
+                                            : owner.status().message()),
+                          fromClass, fromId);
+                  if (socket->transport) {
+                    socket->transport->close(1013, "the target is served by another host; reconnect");
+                  }
+                  return;
+                }
+                transferSocket(*source, socket, className, name, std::move(*moved));
+              });
+      return;
+    }
+  }
   socket->transferring = false;
   std::vector<Message> held = std::move(socket->held);
   socket->held.clear();
@@ -313,7 +432,8 @@ void Runtime::endSocket(const std::shared_ptr<detail::SocketRecord>& socket, con
   socket->transport = nullptr;  // the connection is gone
   if (slot == nullptr) return;  // already detached (refused, or its object was shut down)
   slot->detachSocket(socket->id);
-  if (slot->failedUntil()) {  // the object is not run; the socket just goes
+  if (slot->failedUntil() || !mayRun(slot->className(), slot->id())) {
+    // The object is not run (failed, or no longer served here); the socket just goes.
     touch(*slot);
     return;
   }

@@ -20,6 +20,8 @@
 #include "dohost/storage/object_db.h"
 #include "dohost/time.h"
 #include "internal.h"
+#include "loop_inbox.h"
+#include "ownership.h"
 #include "timer_queue.h"
 
 namespace dohost {
@@ -45,6 +47,16 @@ struct RuntimeOptions {
   Duration objectFailureWindow = 60s;
   Duration objectFailureBackoff = 10s;
   Duration objectFailureBackoffMax = 600s;
+  // Cluster (with an Ownership): how often the shared alarm index is read again for alarms
+  // other hosts set (a dead host's objects' alarms fire here once it is gone).
+  Duration alarmRescanInterval = 1s;
+};
+
+// An object as a route names it: its class, its id (64 hex) and the name, if routed by name.
+struct ObjectRef {
+  std::string className;
+  std::string id;
+  std::optional<std::string> name;
 };
 
 struct ClassMetrics {
@@ -86,11 +98,38 @@ class Runtime {
   void defer(std::function<void()> fn) { schedule(clock_.now(), std::move(fn)); }
   // Runs what is due now. With a ManualClock, tests advance the clock and call this.
   void runDue();
+  // Work other threads hand to the loop (the cluster's answers); the server drains it.
+  LoopInbox& inbox() { return inbox_; }
+
+  // --- Cluster ------------------------------------------------------------------------------
+  // Who may run objects here; nullptr (the default, no cluster): every object runs here.
+  // Set before the loop runs; with one, rescans of the alarm index start.
+  void setOwnership(Ownership* ownership);
+  Ownership* ownership() const { return ownership_; }
+  // Whether an event for the object may start now: no cluster, or this host holds its claim.
+  bool mayRun(const std::string& className, const std::string& id) const {
+    return ownership_ == nullptr || ownership_->claimToken(className, id).has_value();
+  }
+  // Calls `then` with the object's owner: at once when mayRun (local), else once
+  // Ownership::resolve answered (later, on the loop thread).
+  void acquire(const std::string& className, const std::string& id,
+               std::function<void(Result<OwnerInfo>)> then);
+  // The host stopped serving every object (self-fence, lost lease): instances are dropped,
+  // their sockets closed with 1012, every claim forgotten.
+  void dropAllClaims(const std::string& why);
+  // A commit of `slot` was refused: the file carries `stored`, a newer owner's token than
+  // this host's `mine`. Called by the slot after it rolled back and dropped the instance.
+  void fencedOut(ObjectSlot& slot, int64_t stored, int64_t mine);
+  int64_t fencingRefusals() const { return fencingRefusals_; }
 
   // The object (class, id), creating its slot. `name` is recorded when given.
   ObjectSlot& slot(const std::string& className, const std::string& id,
                    const std::optional<std::string>& name);
   ObjectSlot* findSlot(const std::string& className, const std::string& id);
+  // The object a route target (name or id) names, without making a slot; an unknown class or
+  // a bad id is an error.
+  Result<ObjectRef> objectRef(const std::string& className, const std::optional<std::string>& name,
+                              const std::optional<std::string>& id) const;
   // Resolves a route target (name or id) to a slot; an unknown class or a bad id is an error.
   Result<ObjectSlot*> resolve(const std::string& className, const std::optional<std::string>& name,
                               const std::optional<std::string>& id);
@@ -173,6 +212,10 @@ class Runtime {
                  const std::function<void(DurableObject&, WebSocket)>& handler);
   void maybeForget(ObjectSlot& slot);
   static bool forgettable(const ObjectSlot& slot);
+  void rescanAlarms();
+  // Closes the object's sockets with 1012 (the host no longer serves it) and drops its
+  // instance; the claim itself is the caller's business.
+  void stopServing(ObjectSlot& slot, const std::string& why);
 
   RuntimeOptions options_;
   const Registry& registry_;
@@ -188,6 +231,9 @@ class Runtime {
   uint64_t lastSocketId_ = 0;
   size_t openSockets_ = 0;
   bool shuttingDown_ = false;
+  LoopInbox inbox_;
+  Ownership* ownership_ = nullptr;
+  int64_t fencingRefusals_ = 0;
 };
 
 }  // namespace dohost

@@ -1,12 +1,17 @@
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <libwebsockets.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <unistd.h>
 
 #include <cstring>
+
+#include <nlohmann/json.hpp>
 
 #include "admin.h"
 #include "dohost/log.h"
@@ -71,6 +76,17 @@ struct Conn final : detail::Transport, ws::FrameSink {
   std::string closeReason;
   bool errorReported = false;  // the object got webSocketError; no close event follows
   std::optional<CloseInfo> peerClose;
+
+  // Cluster: the request waiting for its object's owner to be known (Server::parkForOwner).
+  uint64_t serial = 0;  // tells this connection from a later one lws gives the same wsi
+  struct Parked {
+    Request request;
+    ObjectRef object;
+    bool upgrade = false;
+    std::string accept;  // the upgrade's Sec-WebSocket-Accept
+    std::unique_ptr<detail::UpgradeContext> upgradeContext;
+  };
+  std::unique_ptr<Parked> parked;
 
   explicit Conn(const http::Limits& limits) : headReader(limits) {}
 
@@ -172,7 +188,39 @@ struct Server::TimerBox {
   Server* server = nullptr;
 };
 
+struct Server::SharedAcceptor {
+  ev_io io{};
+  int fd = -1;
+  lws_vhost* vhost = nullptr;
+  bool tls = false;
+};
+
 namespace {
+
+// A listening socket other processes may bind too (SO_REUSEPORT); -1 and `error` if not.
+int sharedListenSocket(const std::string& host, int port, std::string* error) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &addr.sin_addr) != 1) {
+    *error = "not an IPv4 address: " + host;
+    return -1;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return -1;
+  }
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd, SOMAXCONN) != 0) {
+    *error = std::strerror(errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 int trampoline(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) noexcept {
   lws_context* ctx = lws_get_context(wsi);
@@ -234,6 +282,8 @@ Server::~Server() {
   // The runtime outlives the server: from here on nothing re-arms our timer (what the closes
   // below schedule, Runtime::shutdown finishes).
   runtime_.setWakeHook(nullptr);
+  runtime_.inbox().setWake(nullptr);  // no lws call from another thread from here on
+  closeSharedListeners();
   if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
     lws_sul_cancel(&timer_->sul);
@@ -292,6 +342,9 @@ bool Server::start(std::string* error) {
     // has it): HTTP and WebSocket are read and written by this file, not by lws.
     v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6 |
                 LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+    // A cluster's hosts on one machine share the app ports (SO_REUSEPORT: the kernel spreads
+    // connections over them), through listeners of our own below; the admin API stays one per
+    // host.
     v.listen_accept_role = "raw-skt";
     v.listen_accept_protocol = "dohost";
     v.timeout_secs = 30;  // the TLS handshake
@@ -301,7 +354,44 @@ bool Server::start(std::string* error) {
       v.ssl_private_key_filepath = l->options.tlsKey.c_str();
     }
     v.user = l.get();
+    int sharedFd = -1;
+    if (runtime_.ownership() != nullptr && !l->appName.empty() && loop_ != nullptr) {
+      std::string why;
+      sharedFd = sharedListenSocket(l->options.host, l->options.port, &why);
+      if (sharedFd < 0) {
+        *error = "cannot listen on " + l->options.host + ":" + std::to_string(l->options.port) +
+                 " for app " + l->appName + " (" + why + ")";
+        return false;
+      }
+      v.port = CONTEXT_PORT_NO_LISTEN_SERVER;  // lws keeps the TLS context; we accept
+    }
     l->vhost = lws_create_vhost(context_, &v);
+    if (sharedFd >= 0) {
+      if (l->vhost == nullptr) {
+        close(sharedFd);
+      } else {
+        auto acceptor = std::make_unique<SharedAcceptor>();
+        acceptor->fd = sharedFd;
+        acceptor->vhost = l->vhost;
+        acceptor->tls = !l->options.tlsCert.empty();
+        ev_io_init(&acceptor->io, [](struct ev_loop*, ev_io* w, int) {
+          auto* a = reinterpret_cast<SharedAcceptor*>(reinterpret_cast<char*>(w) -
+                                                      offsetof(SharedAcceptor, io));
+          for (int i = 0; i < 64; ++i) {  // a burst per turn; the rest on the next one
+            int c = accept4(a->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (c < 0) break;
+            lws_sock_file_fd_type d;
+            d.sockfd = c;
+            int type = LWS_ADOPT_SOCKET | (a->tls ? LWS_ADOPT_ALLOW_SSL : 0);
+            // On failure lws closes the descriptor itself.
+            (void)lws_adopt_descriptor_vhost(a->vhost, static_cast<lws_adoption_type>(type), d,
+                                             "dohost", nullptr);
+          }
+        }, sharedFd, EV_READ);
+        ev_io_start(static_cast<struct ev_loop*>(loop_), &acceptor->io);
+        shared_.push_back(std::move(acceptor));
+      }
+    }
     if (l->vhost == nullptr) {
       *error = "cannot listen on " + l->options.host + ":" + std::to_string(l->options.port) +
                " for " + (l->appName.empty() ? std::string("the admin API") : "app " + l->appName) +
@@ -341,6 +431,9 @@ bool Server::start(std::string* error) {
     box->server->onTimer();
   });
   runtime_.setWakeHook([this] { armTimer(); });
+  lws_context* ctx = context_;
+  runtime_.inbox().setWake([ctx] { lws_cancel_service(ctx); });
+  runtime_.inbox().drain();  // what was posted before the loop could be woken
   nextSweep_ = runtime_.clock().now() + Duration(1000);
   armTimer();
   for (const auto& l : listeners_) {
@@ -459,11 +552,27 @@ void Server::run() {
   beginShutdown();
 }
 
+void Server::closeSharedListeners() {
+  for (auto& a : shared_) {
+    if (loop_ != nullptr) ev_io_stop(static_cast<struct ev_loop*>(loop_), &a->io);
+    if (a->fd >= 0) close(a->fd);
+    a->fd = -1;
+  }
+  shared_.clear();
+}
+
 void Server::beginShutdown() {
   stopping_ = true;
+  // Shared app ports: the kernel sends new connections to the other hosts from now on.
+  closeSharedListeners();
   // Stop accepting, then close every WebSocket with 1001 and let the close frames go out.
+  // In a cluster 1012 (service restart): the object is served on by another host.
+  bool clustered = runtime_.ownership() != nullptr;
   for (auto& [wsi, c] : conns_) {
-    if (c->record && c->established) c->close(1001, "server shutting down");
+    if (c->record && c->established) {
+      c->close(clustered ? 1012 : 1001, clustered ? "host leaving the cluster; reconnect"
+                                                  : "server shutting down");
+    }
   }
   TimePoint deadline = SystemClock().now() + Duration(2000);
   while (SystemClock().now() < deadline) {
@@ -486,6 +595,7 @@ Conn& Server::newConn(lws* wsi) {
   c->server = this;
   c->wsi = wsi;
   c->listener = static_cast<Listener*>(lws_vhost_user(lws_get_vhost(wsi)));
+  c->serial = ++lastConnSerial_;
   Conn& ref = *c;
   conns_[wsi] = std::move(c);
   return ref;
@@ -538,7 +648,7 @@ void Server::answerAndClose(Conn& c, int status, std::string_view message) {
 // Handles what the buffer holds: request heads, bodies, and the next pipelined request, until
 // it needs more bytes or an answer is outstanding.
 void Server::processHttp(Conn& c) {
-  while (!c.closingTcp && !c.established && !c.pending && !c.response) {
+  while (!c.closingTcp && !c.established && !c.pending && !c.response && !c.parked) {
     if (lws_partial_buffered(c.wsi)) return;  // answers wait until the last one is out
     if (!c.head) {
       if (c.in.empty()) {
@@ -577,7 +687,8 @@ void Server::processHttp(Conn& c) {
     handleHttp(c, head, std::move(body));
   }
   // Between requests, an idle connection is closed after a while.
-  if (!c.closingTcp && !c.established && c.in.empty() && !c.head && !c.pending && !c.response) {
+  if (!c.closingTcp && !c.established && c.in.empty() && !c.head && !c.pending && !c.response &&
+      !c.parked) {
     c.closeAt = runtime_.clock().now() + Duration(int64_t{options_.httpIdleTimeoutSeconds} * 1000);
   }
   // Do not read without bound while an answer is outstanding (a pipelining client).
@@ -617,6 +728,8 @@ void Server::handleHttp(Conn& c, http::RequestHead& head, std::string body) {
     Route route = routeRequest(*c.listener, request);
     if (route.answer) {
       response = std::move(*route.answer);
+    } else if (runtime_.ownership() != nullptr && parkForOwner(c, request, route, false, {})) {
+      return;  // answered once the owner is known
     } else {
       auto slot = runtime_.resolve(route.className, route.name, route.id);
       if (!slot.isOk()) {
@@ -626,14 +739,87 @@ void Server::handleHttp(Conn& c, http::RequestHead& head, std::string body) {
         response = runtime_.fetch(**slot, request);
       }
     }
-    if (response.isDeferred()) {
-      c.pendingSince = runtime_.clock().now();
-      return;  // answered later through c.pending
-    }
-    c.pending->answered = true;
-    c.pending.reset();
+    answerHttp(c, std::move(response));
+    return;
   }
   writeHttpResponse(c, response);
+}
+
+void Server::answerHttp(Conn& c, Response response) {
+  if (response.isDeferred()) {
+    c.pendingSince = runtime_.clock().now();
+    return;  // answered later through c.pending
+  }
+  c.pending->answered = true;
+  c.pending.reset();
+  writeHttpResponse(c, response);
+}
+
+namespace {
+
+// The interim answer for an object that lives on another host, until requests are relayed.
+Response ownedElsewhere(const OwnerInfo& owner) {
+  nlohmann::json body{{"error", "the object is served by another host of the cluster; "
+                                "connect to that host (requests are not relayed yet)"},
+                      {"owner", owner.hostId}};
+  if (!owner.peer.empty()) body["peer"] = owner.peer;
+  return Response::json(503, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+      .setHeader("retry-after", "1");
+}
+
+Response clusterUnavailable(const Status& why) {
+  return Response::json(503, jsonError("cluster unavailable: " + why.message()))
+      .setHeader("retry-after", "1");
+}
+
+}  // namespace
+
+bool Server::parkForOwner(Conn& c, Request& request, const Route& route, bool upgrade,
+                          const std::string& accept) {
+  Result<ObjectRef> ref = runtime_.objectRef(route.className, route.name, route.id);
+  if (!ref.isOk() || runtime_.mayRun(ref->className, ref->id)) return false;
+  auto parked = std::make_unique<Conn::Parked>();
+  parked->object = *ref;
+  parked->upgrade = upgrade;
+  parked->accept = accept;
+  if (upgrade) {
+    parked->upgradeContext = std::make_unique<detail::UpgradeContext>();
+  } else {
+    c.pendingSince = runtime_.clock().now();  // the sweep's bound, behind the cluster's own
+  }
+  parked->request = std::move(request);
+  if (upgrade) parked->request.setUpgradeContext(parked->upgradeContext.get());
+  c.parked = std::move(parked);
+  lws* wsi = c.wsi;
+  uint64_t serial = c.serial;
+  runtime_.acquire(ref->className, ref->id, [this, wsi, serial](Result<OwnerInfo> owner) {
+    resumeParked(wsi, serial, std::move(owner));
+  });
+  return true;
+}
+
+void Server::resumeParked(lws* wsi, uint64_t serial, Result<OwnerInfo> owner) {
+  Conn* c = conn(wsi);
+  if (c == nullptr || c->serial != serial || !c->parked) return;  // the client left meanwhile
+  std::unique_ptr<Conn::Parked> parked = std::move(c->parked);
+  Response response;
+  if (!owner.isOk()) {
+    logLine(LogLevel::kWarn, "cluster: a request waited in vain: " + owner.status().message(),
+            parked->object.className, parked->object.id);
+    response = clusterUnavailable(owner.status());
+  } else if (!owner->local) {
+    response = ownedElsewhere(*owner);
+  } else {
+    ObjectSlot& slot = runtime_.slot(parked->object.className, parked->object.id, parked->object.name);
+    response = runtime_.fetch(slot, parked->request);
+  }
+  if (parked->upgrade) {
+    finishUpgrade(*c, std::move(response), parked->accept, *parked->upgradeContext);
+    return;
+  }
+  c->pendingSince.reset();
+  answerHttp(*c, std::move(response));
+  if (!c->pending && !c->response) processHttp(*c);  // requests pipelined behind it
 }
 
 // An upgrade request: the app's router and the object decide; 101 makes the connection a
@@ -658,6 +844,8 @@ void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
   Response response;
   if (route.answer) {
     response = std::move(*route.answer);
+  } else if (runtime_.ownership() != nullptr && parkForOwner(c, request, route, true, accept)) {
+    return;  // finished once the owner is known
   } else {
     auto slot = runtime_.resolve(route.className, route.name, route.id);
     if (!slot.isOk()) {
@@ -666,6 +854,14 @@ void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
       response = runtime_.fetch(**slot, request);
     }
   }
+  request.setUpgradeContext(nullptr);
+  finishUpgrade(c, std::move(response), accept, upgrade);
+}
+
+// 101 makes the connection a WebSocket, anything else is an HTTP answer and the connection
+// closes.
+void Server::finishUpgrade(Conn& c, Response response, const std::string& accept,
+                           detail::UpgradeContext& upgrade) {
   if (response.status() != 101 || !upgrade.accepted) {
     if (response.status() == 101) response = Response::json(500, R"({"error":"upgrade not accepted"})");
     c.in.clear();
@@ -807,6 +1003,9 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
       return 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      // Another thread posted to the runtime's inbox (once per vhost: the rest find it empty).
+      runtime_.inbox().drain();
+      armTimer();
       return 0;
     default:
       return INT32_MIN;  // not ours: lws' default handling

@@ -5,6 +5,9 @@
 // connections are Transports under the runtime's SocketRecords. One timer drives the runtime's
 // deadlines and a once-a-second sweep (keepalive pings, slow requests).
 //
+// Other threads reach the loop through the runtime's LoopInbox, which the server drains when
+// lws_cancel_service wakes it (LWS_CALLBACK_EVENT_WAIT_CANCELLED).
+//
 // Thread: everything runs on the loop thread; requestStop() may be called from any thread.
 #pragma once
 
@@ -65,6 +68,16 @@ class Server {
   void processHttp(Conn& c);
   void handleHttp(Conn& c, http::RequestHead& head, std::string body);
   void handleUpgrade(Conn& c, http::RequestHead& head);
+  // Cluster: a request for an object this host holds no claim on waits (parked on its
+  // connection) until Runtime::acquire answers; then it runs here, or is refused with 503.
+  // False when the request need not wait (no cluster, or the claim is held).
+  bool parkForOwner(Conn& c, Request& request, const Route& route, bool upgrade,
+                    const std::string& accept);
+  void resumeParked(lws* wsi, uint64_t serial, Result<OwnerInfo> owner);
+  // Writes an HTTP answer the app path produced (or registers a deferred one).
+  void answerHttp(Conn& c, Response response);
+  void finishUpgrade(Conn& c, Response response, const std::string& accept,
+                     detail::UpgradeContext& upgrade);
   void writeHttpResponse(Conn& c, const Response& response);
   void answerAndClose(Conn& c, int status, std::string_view message);
   void onWebSocketBytes(Conn& c, std::string_view data);
@@ -86,8 +99,14 @@ class Server {
   std::unordered_map<lws*, std::unique_ptr<Conn>> conns_;
   std::atomic<bool> stopRequested_{false};
   bool stopping_ = false;
+  uint64_t lastConnSerial_ = 0;
   struct TimerBox;
   std::unique_ptr<TimerBox> timer_;
+  // Cluster: app listeners the hosts of one machine share (SO_REUSEPORT), accepted here and
+  // adopted into lws, since lws 4.1 sets SO_REUSEPORT only for its own service threads.
+  struct SharedAcceptor;
+  std::vector<std::unique_ptr<SharedAcceptor>> shared_;
+  void closeSharedListeners();
 };
 
 }  // namespace dohost

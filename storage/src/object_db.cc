@@ -24,6 +24,7 @@ constexpr char kFailedScheduledKey[] = "alarm_failed_scheduled";
 constexpr char kFailedRetriesKey[] = "alarm_failed_retries";
 constexpr char kFailedErrorKey[] = "alarm_failed_error";
 constexpr char kFailedAtKey[] = "alarm_failed_at";
+constexpr char kFenceTokenKey[] = "fence_token";
 
 // _do_meta.value has no declared type on purpose: a column declared ANY in a non-STRICT table
 // gets NUMERIC affinity, which would turn a name like "007" into the integer 7.
@@ -490,6 +491,14 @@ Status ObjectDatabase::deleteAll() {
   });
 }
 
+Result<std::optional<int64_t>> ObjectDatabase::fenceToken() {
+  return readMetaInt(db_, kFenceTokenKey);
+}
+
+Status ObjectDatabase::setFenceToken(int64_t token) {
+  return atomically(db_, commits_, [&]() -> Status { return putMeta(db_, kFenceTokenKey, token); });
+}
+
 Result<std::optional<int64_t>> ObjectDatabase::alarm() { return readMetaInt(db_, kAlarmKey); }
 
 Status ObjectDatabase::setAlarm(std::optional<int64_t> ms) {
@@ -536,8 +545,9 @@ Status ObjectDatabase::setAlarmFailure(const std::optional<AlarmFailure>& failur
 
 Status ObjectDatabase::begin() {
   // A read-only handle cannot take the write lock that IMMEDIATE asks for.
-  // Deferred: an event that only reads never takes the write lock (the host is the only
-  // writer of the file, so the upgrade to a write transaction cannot meet another writer).
+  // Deferred: an event that only reads never takes the write lock. One host is the only
+  // writer of the file; in a cluster sharing a data folder, a host that lost its claim may
+  // still write once, and then the upgrade fails (busy) rather than interleave.
   return execSql(db_, "BEGIN");
 }
 

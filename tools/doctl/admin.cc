@@ -1,4 +1,4 @@
-// The online commands: objects, sockets, evict and alarm, through the host's admin API
+// The online commands: objects, sockets, evict, alarm and cluster, through the host's admin API
 // (runtime/src/admin.cc; the contract is in docs/interfaces.md).
 #include <cstdio>
 
@@ -107,6 +107,31 @@ int runObjects(const GlobalOptions& options, const std::optional<std::string>& c
   for (const json& o : list) {
     table.add({text(o, "class"), text(o, "name"), shortId(text(o, "id"), options.wide),
                text(o, "state"), text(o, "sockets", "0"), sizeText(o), alarmText(o, std::nullopt)});
+  }
+  table.print();
+  return 0;
+}
+
+int runCluster(const GlobalOptions& options) {
+  json view = call(options, "GET", "/cluster");
+  if (options.json) {
+    printJson(view);
+    return 0;
+  }
+  Fields fields;
+  fields.add("host", text(view, "self"));
+  fields.add("phase", text(view, "phase"));
+  fields.add("incarnation", text(view, "incarnation"));
+  fields.add("lease", text(view, "lease") + " (TTL " + text(view, "leaseTtl") + " s)");
+  fields.add("claims", text(view, "claims"));
+  fields.add("self-fences", text(view, "selfFences", "0"));
+  fields.add("fencing refusals", text(view, "fencingRefusals", "0"));
+  fields.print();
+  std::fputc('\n', stdout);
+  Table table({"HOST", "ADMIN", "PEER", "LEASE", "OBJECTS"});
+  for (const json& h : view.value("hosts", json::array())) {
+    table.add({text(h, "id"), text(h, "addr"), text(h, "peer"), text(h, "lease"),
+               text(h, "objectsOwned", "?")});
   }
   table.print();
   return 0;

@@ -43,6 +43,8 @@ int runEvict(const GlobalOptions& options, const std::string& className,
              const std::string& object);
 int runAlarm(const GlobalOptions& options, const std::string& className,
              const std::string& object);
+// GET /cluster: this host's membership and the hosts of its cluster.
+int runCluster(const GlobalOptions& options);
 // The running host's view of one object for `show`: its state and, after failures, the failed
 // state's record. The admin API's JSON; throws CliError like the online commands.
 json hostView(const GlobalOptions& options, const std::string& className, const std::string& id);

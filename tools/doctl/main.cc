@@ -124,6 +124,10 @@ int run(int argc, char** argv) {
   evict->add_option("object", object, "Object name or id")->required();
   evict->callback([&] { command = [&] { return doctl::runEvict(options, className, object); }; });
 
+  auto* clusterCmd =
+      app.add_subcommand("cluster", "The host's cluster: its hosts, leases, objects (admin API)");
+  clusterCmd->callback([&] { command = [&] { return doctl::runCluster(options); }; });
+
   auto* alarm = app.add_subcommand("alarm", "Runs an object's alarm now (admin API)");
   alarm->add_option("class", className, "Object class")->required();
   alarm->add_option("object", object, "Object name or id")->required();

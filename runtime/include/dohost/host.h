@@ -63,6 +63,15 @@ struct HostOptions {
   double adminSqlTimeoutSeconds = 0.5;               // then the statement is interrupted
   size_t adminSqlMaxRows = 1000;                     // per statement (key-value entries per page)
   size_t adminSqlMaxBytes = 4 << 20;                 // text and blob bytes per statement
+  // A cluster of hosts (docs/cluster.md). No endpoints: one host on its own, as without a
+  // cluster. With them, --host-id and --peer are needed too.
+  std::vector<std::string> clusterEndpoints;         // etcd, "http://HOST:PORT"
+  std::string hostId;                                // unique in the cluster
+  std::string peer;                                  // HOST:PORT where other hosts reach it
+  double clusterLeaseTtlSeconds = 5;                 // the host lease; etcd's minimum is 2 s
+  double clusterLeaseRenewSeconds = 1;               // renewed this often
+  double clusterResolveTimeoutSeconds = 5;           // an event waits this long for its owner
+  size_t clusterMaxResolving = 10000;                // objects waiting for etcd at once
 };
 
 // Runs the host until SIGINT/SIGTERM; returns the process exit code (0 after a clean

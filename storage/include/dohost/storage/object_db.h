@@ -3,7 +3,8 @@
 //
 // File schema (see docs/storage-format.md). Tables whose names start with "_do_" are the
 // host's own; user SQL cannot read or write them:
-//   _do_meta(key TEXT PRIMARY KEY, value ANY)        class, id, name, alarm, alarm failure
+//   _do_meta(key TEXT PRIMARY KEY, value ANY)        class, id, name, alarm, alarm failure,
+//                                                    fencing token (cluster)
 //   _do_kv(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID
 // Keys are compared as bytes (memcmp), which is UTF-8 code point order.
 //
@@ -103,6 +104,13 @@ class ObjectDatabase {
   Status setAlarm(std::optional<int64_t> ms);  // nullopt deletes it (and any failure record)
   Result<std::optional<AlarmFailure>> alarmFailure();
   Status setAlarmFailure(const std::optional<AlarmFailure>& failure);
+
+  // The fencing token of the host that owns the object in a cluster (the revision of its
+  // ownership key in etcd), in _do_meta "fence_token". The host writes its token in the first
+  // transaction it runs after a claim and compares it in every later one, so a host whose
+  // claim is older than the one recorded here cannot commit. deleteAll() keeps it.
+  Result<std::optional<int64_t>> fenceToken();
+  Status setFenceToken(int64_t token);
 
   // Transactions. begin() opens the outer transaction (BEGIN IMMEDIATE); nested scopes use
   // savepoints so an explicit transaction inside an event can roll back alone.
