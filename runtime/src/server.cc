@@ -788,7 +788,7 @@ bool Server::parkForOwner(Conn& c, Request& request, const Route& route, bool up
     c.pendingSince = runtime_.clock().now();  // the sweep's bound, behind the cluster's own
   }
   parked->request = std::move(request);
-  if (upgrade) parked->request.setUpgradeContext(parked->upgradeContext.get());
+  if (upgrade) detail::ApiAccess::setUpgradeContext(parked->request, parked->upgradeContext.get());
   c.parked = std::move(parked);
   lws* wsi = c.wsi;
   uint64_t serial = c.serial;
@@ -854,7 +854,7 @@ void Server::handleUpgrade(Conn& c, http::RequestHead& head) {
       response = runtime_.fetch(**slot, request);
     }
   }
-  request.setUpgradeContext(nullptr);
+  detail::ApiAccess::setUpgradeContext(request, nullptr);
   finishUpgrade(c, std::move(response), accept, upgrade);
 }
 

@@ -72,8 +72,8 @@ class TwoHosts : public RuntimeFixture {
   }
   Response fetchOn(Runtime& rt, const std::string& path, const std::string& name = "alpha") {
     Request request("GET", path);
-    request.setPendingState(std::make_shared<detail::PendingResponseState>());
-    request.pendingState()->deliver = [](Response) {};
+    detail::ApiAccess::setPendingState(request, std::make_shared<detail::PendingResponseState>());
+    detail::ApiAccess::pendingState(request)->deliver = [](Response) {};
     return rt.fetch(rt.slot("Counter", idFromName("Counter", name), name), request);
   }
   std::optional<int64_t> tokenInFile(const std::string& name = "alpha") {
