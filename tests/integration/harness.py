@@ -7,6 +7,7 @@ import asyncio
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,10 +23,28 @@ APPS = ("broadcaster", "hopeflow", "channels", "bridge", "guide")
 JWT_SECRET = "test-secret"
 
 
+# Ports are chosen below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by
+# default): a port from bind(0) is free when chosen, but once closed the kernel may hand it to
+# any outgoing connection (a client socket of a parallel suite) before the host binds it.
+_PORT_LOW, _PORT_HIGH = 12000, 32000
+_handed_out = set()
+_rng = random.Random(os.getpid() ^ time.time_ns())
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, not handed out before by this process."""
+    for _ in range(1000):
+        port = _rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port")
 
 
 def binary(name="dohost"):
@@ -38,6 +57,10 @@ def binary(name="dohost"):
 def test_plugin_path():
     return os.environ.get("DOHOST_TEST_PLUGIN") or os.path.join(
         ROOT, "build", "tests", "integration", "plugin", "libdohost_test_objects.so")
+
+
+class PortTaken(RuntimeError):
+    """The host exited 2 because one of its ports was taken in the meantime."""
 
 
 class Host:
@@ -66,6 +89,7 @@ class Host:
         self.args = list(args)
         self.config = config
         self.proc = None
+        self.started_once = False
         self.stderr_path = os.path.join(self.data, "..", os.path.basename(self.data) + ".log")
 
     def command(self):
@@ -87,18 +111,46 @@ class Host:
         return cmd + self.args
 
     def start(self, timeout=10):
+        # Another process may still take a chosen port before the host binds it: on the first
+        # start (no URL handed out yet), choose new ports and try again.
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if self.started_once or attempt == 2:
+                    raise
+                self.apps = {a: free_port() for a in self.apps}
+                self.admin_port = free_port()
+
+    def _start(self, timeout):
         self.log = open(self.stderr_path, "ab")
+        start_offset = self.log.tell()
         self.proc = subprocess.Popen(self.command(), env=self.env, stderr=self.log,
                                      stdout=subprocess.DEVNULL)
         deadline = time.time() + timeout
         ports = list(self.apps.values()) + [self.admin_port]
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dohost exited with {self.proc.returncode}: {self.stderr()}")
+                code = self.proc.returncode
+                self.proc = None
+                self.log.close()
+                err = self.stderr()
+                if code == 2 and "cannot listen on" in self._log_since(start_offset):
+                    raise PortTaken(err)
+                raise RuntimeError(f"dohost exited with {code}: {err}")
             if all(self._open(p) for p in ports):
+                self.started_once = True
                 return self
             time.sleep(0.02)
         raise RuntimeError("dohost did not start listening: " + self.stderr())
+
+    def _log_since(self, offset):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     @staticmethod
     def _open(port):

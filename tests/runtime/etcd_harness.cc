@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <chrono>
 #include <filesystem>
+#include <random>
 #include <thread>
 
 #include "cluster/etcd_client.h"
@@ -23,27 +25,32 @@ using namespace std::chrono_literals;
 
 constexpr const char* kEtcdBinary = "/usr/bin/etcd";
 
-// `count` distinct free loopback ports: each one is bound (port 0) until all are chosen.
+// `count` distinct free loopback ports below the kernel's ephemeral range (32768-60999 by
+// default): a port from bind(0) may be handed to any outgoing connection once it is closed,
+// before etcd binds it. Each chosen port is held bound until all are chosen.
 Result<std::vector<int>> freePorts(int count) {
+  constexpr int kLow = 12000, kHigh = 32000;
+  std::mt19937 rng(static_cast<unsigned>(::getpid()) ^
+                   static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::uniform_int_distribution<int> pick(kLow, kHigh - 1);
   std::vector<int> fds, ports;
-  Status status = Status::ok();
-  for (int i = 0; i < count; ++i) {
+  for (int tries = 0; static_cast<int>(ports.size()) < count && tries < 1000; ++tries) {
+    int port = pick(rng);
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      status = Status::ioError("no free loopback port");
-      if (fd >= 0) ::close(fd);
-      break;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      continue;
     }
     fds.push_back(fd);
-    ports.push_back(ntohs(addr.sin_port));
+    ports.push_back(port);
   }
   for (int fd : fds) ::close(fd);
-  if (!status.isOk()) return status;
+  if (static_cast<int>(ports.size()) < count) return Status::ioError("no free loopback port");
   return ports;
 }
 
