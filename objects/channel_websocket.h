@@ -145,7 +145,6 @@ class ChannelsApp final : public App {
   std::string jwtSecret_;
   size_t maxConnections_ = kChannelDefaultMaxConnections;
   int shards_ = 1;
-  SystemClock clock_;
 };
 
 }  // namespace dohost::objects

@@ -47,7 +47,7 @@ int ChannelsApp::shardOf(std::string_view userId, int shards) {
 
 std::optional<nlohmann::json> ChannelsApp::authenticate(const Request& request,
                                                         std::string* error) const {
-  std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock_.now(), error);
+  std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock().now(), error);
   if (!payload) return std::nullopt;
   json claims = parseJson(*payload).value_or(json());
   if (!claims.is_object()) {

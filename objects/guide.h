@@ -139,7 +139,6 @@ class GuideApp final : public App {
   bool admitConnection(const std::string& address, int64_t nowMs, int64_t* retryAfterMs);
 
   SharedSettings settings_;
-  SystemClock clock_;
   std::unordered_map<std::string, RateWindow> connections_;  // by client address
   size_t sweepAt_ = 1024;  // prune expired windows when the map grows past this
 };

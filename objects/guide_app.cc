@@ -68,7 +68,7 @@ Route GuideApp::upgrade(Request& request, const char* roomClass, const char* ser
     r.setHeader("upgrade", "websocket");
     return Route::respond(std::move(r));
   }
-  TimePoint now = clock_.now();
+  TimePoint now = clock().now();
   int64_t retryAfterMs = 0;
   if (!admitConnection(request.remoteAddress(), toUnixMillis(now), &retryAfterMs)) {
     Response r = Response::json(429, dump(json{{"error", "Rate limit exceeded"},
@@ -112,7 +112,7 @@ Route GuideApp::postMetric(Request& request) {
   }
   std::optional<std::string> token = request.bearerToken();
   std::string error = "missing token (Authorization: Bearer <JWT>)";
-  if (!token || !verifyToken(*token, *settings_, clock_.now(), &error)) {
+  if (!token || !verifyToken(*token, *settings_, clock().now(), &error)) {
     return Route::respond(unauthorized(error));
   }
   std::optional<json> body = parseObject(request.body());

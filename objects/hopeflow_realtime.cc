@@ -338,7 +338,7 @@ HopeFlowApp::HopeFlowApp(const AppSettings& settings) {
 
 std::optional<std::string> HopeFlowApp::authenticate(const Request& request,
                                                      std::string* error) const {
-  std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock_.now(), error);
+  std::optional<std::string> payload = verifyRequestJwtHs256(request, jwtSecret_, clock().now(), error);
   if (!payload) return std::nullopt;
   json claims = parseJson(*payload).value_or(json());
   auto it = claims.is_object() ? claims.find("userId") : claims.end();

@@ -91,7 +91,6 @@ class HopeFlowApp final : public App {
 
   std::string jwtSecret_;
   int64_t ackTimeoutMs_ = kDefaultAckTimeoutMs;
-  SystemClock clock_;
 };
 
 // True if the envelope (type + payload) satisfies the filter: every key must match exactly,

@@ -181,7 +181,7 @@ class ProjectApp : public App {
                 {"required", "Please provide ?projectId=your-project-id"}};
   }
 
-  static int64_t nowMillis() { return toUnixMillis(SystemClock().now()); }
+  int64_t nowMillis() const { return toUnixMillis(clock().now()); }
 
   std::string appName_;
   std::string className_;

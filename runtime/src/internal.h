@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dohost/http.h"
+#include "dohost/registry.h"
 #include "dohost/time.h"
 #include "dohost/websocket.h"
 
@@ -111,6 +112,9 @@ struct ApiAccess {
     return WebSocket(std::move(record));
   }
   static const std::shared_ptr<SocketRecord>& record(const WebSocket& ws) { return ws.record_; }
+
+  // The clock an app's router reads (App::clock); `c` must outlive the app.
+  static void setAppClock(App& a, const Clock& c) { a.clock_ = &c; }
 
   static void setRemoteAddress(Request& r, std::string address) {
     r.remoteAddress_ = std::move(address);

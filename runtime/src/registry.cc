@@ -4,6 +4,11 @@
 
 namespace dohost {
 
+const Clock& App::systemClock() {
+  static const SystemClock clock;
+  return clock;
+}
+
 void Registry::addClass(std::string name, ObjectFactory factory) {
   if (name.empty() || name[0] == '_' || name.find('/') != std::string::npos) {
     throw std::invalid_argument("object class name must be non-empty, without '/' or a leading '_'");

@@ -415,6 +415,7 @@ bool Server::start(std::string* error) {
     auto settings = options_.appSettings.find(app.name);
     try {
       l->app = app.factory(settings == options_.appSettings.end() ? AppSettings{} : settings->second);
+      if (l->app) detail::ApiAccess::setAppClock(*l->app, runtime_.clock());
     } catch (const std::exception& e) {
       *error = "app " + app.name + ": " + e.what();  // a bad setting is bad configuration
       return false;

@@ -102,7 +102,12 @@ struct TestHost::Impl {
       throw std::runtime_error("dohost::testing::TestHost: the runtime did not start: " +
                                s.toString());
     }
-    for (const AppInfo& info : registry.apps()) apps.emplace(info.name, info.factory(options.appSettings));
+    for (const AppInfo& info : registry.apps()) {
+      std::unique_ptr<App> app = info.factory(options.appSettings);
+      if (!app) continue;
+      detail::ApiAccess::setAppClock(*app, clock);
+      apps.emplace(info.name, std::move(app));
+    }
     return *runtime;
   }
 

@@ -237,6 +237,9 @@ Host::Host() {
       apps_.emplace_back("channels-sharded", info.factory(settings));
     }
   }
+  for (auto& [name, app] : apps_) {
+    if (app) detail::ApiAccess::setAppClock(*app, clock_);
+  }
   RuntimeOptions ro;
   ro.dataDir = options_.dataDir;
   ro.idleEvict = Duration(static_cast<int64_t>(options_.idleEvictSeconds * 1000));

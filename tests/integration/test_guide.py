@@ -1009,26 +1009,21 @@ class CollaborationTests(GuideTestCase):
 
 
 class RateLimitTests(SocketsClosed):
-    """Each test runs its own host: the limits are per process."""
+    """The message limit per connection, with its error and close frame on a real socket. The
+    connection and broadcast limits, which need their windows to pass, are unit tests on the
+    test kit's manual clock (tests/objects/guide_app_test.cc); here only the 429 on the wire."""
 
-    async def test_connections_per_ip_over_the_limit_get_429(self):
-        config = "[apps.guide]\nconnections_per_minute = 3\nrate_window_ms = 2000\n"
+    async def test_connections_per_ip_over_the_limit_get_429_on_the_wire(self):
+        config = "[apps.guide]\nconnections_per_minute = 2\n"
         with Host(apps=(APP,), config=config) as host:
             context = new_context()
             port = host.apps[APP]
             await self.open(ws_path("chat", token("a"), context), host=host)
             await self.open(ws_path("analytics"), host=host)  # by first message: counted too
-            status, _, _ = raw_request(port, ws_path("chat", "bad-token", context))
-            self.assertEqual(status, 401)  # refused, but it was a connection attempt
             status, hdrs, body = raw_request(port, ws_path("collaboration", token("a"), context))
             self.assertEqual(status, 429)
             self.assertEqual(json.loads(body)["error"], "Rate limit exceeded")
-            self.assertIn(hdrs.get("retry-after"), {"1", "2"})
-            # HTTP requests are not connections.
-            status, _, _ = host.http("GET", APP, "/health")
-            self.assertEqual(status, 200)
-            await asyncio.sleep(2.1)  # the next window
-            await self.open(ws_path("collaboration", token("a"), context), host=host)
+            self.assertTrue(hdrs.get("retry-after", "").isdigit(), hdrs)
 
     async def test_messages_per_connection_error_then_1008_and_across_eviction(self):
         config = "[apps.guide]\nconnections_per_minute = 100\nmessages_per_minute = 5\n"
@@ -1072,53 +1067,6 @@ class RateLimitTests(SocketsClosed):
                 self.assertEqual((await recv_json(d))["type"], "pong")
             await send(d, "message", {"content": "d"})
             self.assertEqual((await next_of(d, "message"))["data"]["content"], "d")
-
-    async def test_broadcasts_per_room_error_to_the_sender_and_across_eviction(self):
-        config = ("[apps.guide]\nconnections_per_minute = 100\nbroadcasts_per_minute = 4\n"
-                  "rate_window_ms = 3000\n")
-        with Host(apps=(APP,), config=config) as host:
-            context = new_context()
-            a = await self.open(ws_path("chat", token("alice"), context), host=host)
-            b = await self.open(ws_path("chat", token("bob"), context), host=host)
-            await next_of(a, "user_joined")
-            await send(a, "message", {"content": "1"})
-            await send(b, "typing", {"isTyping": True})
-            await next_of(a, "typing")
-            host.admin_json("POST", f"/objects/ChatRoom/{context}/evict")
-            await send(b, "message", {"content": "3"})
-            self.assertEqual((await next_of(b, "message"))["data"]["content"], "1")
-            self.assertEqual((await next_of(b, "message"))["data"]["content"], "3")
-            await send(a, "message", {"content": "4"})
-            self.assertEqual((await next_of(b, "message"))["data"]["content"], "4")
-            started = time.time()
-            await send(a, "message", {"content": "5"})
-            err = await next_of(a, "error")
-            self.assertEqual(err["error"], "Rate limit exceeded")
-            self.assertEqual(err["data"]["limit"], "broadcasts_per_minute")
-            await send(b, "typing", {"isTyping": False})
-            self.assertEqual((await next_of(b, "error"))["error"], "Rate limit exceeded")
-            self.assertTrue(await no_message(b, 0.2))
-            self.assertTrue(await no_message(a, 0.1))
-            # The socket stays open and the room carries on in the next window.
-            await asyncio.sleep(max(0, 3.1 - (time.time() - started)))
-            await send(a, "message", {"content": "6"})
-            self.assertEqual((await next_of(b, "message"))["data"]["content"], "6")
-            await send(a, "history", {})
-            hist = (await next_of(a, "history"))["data"]["messages"]
-            self.assertEqual([m["content"] for m in hist], ["1", "3", "4", "6"])
-            # The same limit, per room: the context's analytics room answers a backend's 5th
-            # POST in the window with 429.
-            for i in range(4):
-                status, _, _ = host.http("POST", APP, "/api/analytics/metrics",
-                                         body={"contextId": context, "metric": "m", "value": i},
-                                         headers={"Authorization": f"Bearer {token('b')}"})
-                self.assertEqual(status, 202)
-            status, hdrs, body = host.http("POST", APP, "/api/analytics/metrics",
-                                           body={"contextId": context, "metric": "m", "value": 9},
-                                           headers={"Authorization": f"Bearer {token('b')}"})
-            self.assertEqual(status, 429)
-            self.assertEqual(json.loads(body)["error"], "Rate limit exceeded")
-            self.assertIn("retry-after", hdrs)
 
 
 class SettingsTests(unittest.TestCase):

@@ -14,6 +14,7 @@
 #include "dohost/durable_object.h"
 #include "dohost/http.h"
 #include "dohost/object_state.h"
+#include "dohost/time.h"
 
 namespace dohost {
 
@@ -43,6 +44,16 @@ class App {
  public:
   virtual ~App() = default;
   virtual Route route(Request& request) = 0;
+
+  // The host's clock, for what a router decides by time (token expiry, rate windows): the
+  // system clock in dohost, the manual clock of a dohost::testing::TestHost. Set by the host
+  // before the first route().
+  const Clock& clock() const { return *clock_; }
+
+ private:
+  friend struct detail::ApiAccess;
+  static const Clock& systemClock();
+  const Clock* clock_ = &systemClock();
 };
 
 using AppFactory = std::function<std::unique_ptr<App>(const AppSettings& settings)>;
