@@ -1,6 +1,8 @@
 // ObjectSlot: one object as the host keeps it. It outlives the object's instance: it owns the
 // database handle, the accepted sockets (with their tags and attachments) and the event queue,
-// and it is the ObjectState, Storage and Sql the instance talks to.
+// and it is the ObjectState, Storage and Sql the instance talks to. Of the alarm and the named
+// schedules it keeps only what the running turn changed, until the commit; the rest belongs
+// to the Scheduler (scheduler.h), which it tells before storing a time and after the commit.
 //
 // States: live (instance in memory), evicted (no instance; sockets may stay open). The slot is
 // forgotten by the runtime once it is evicted and has no open socket.
