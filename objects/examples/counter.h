@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dohost/dohost.h"
+#include "objects/examples/reminders.h"
 #include "objects/examples/room.h"
 
 namespace counter_example {
@@ -44,6 +45,7 @@ class Counter final : public dohost::DurableObject {
 //   POST /counter            a new counter with a unique id (the answer says which)
 //   GET  /counter/id/<id>    the counter of that id
 //   GET  /room/<name>        a WebSocket to the chat room of that name (Room, below)
+//   /reminders/<name>        the reminders of that name (Reminders, in reminders.h)
 class CounterApp final : public dohost::App {
  public:
   explicit CounterApp(size_t maxNameBytes) : maxNameBytes_(maxNameBytes) {}
@@ -60,6 +62,9 @@ class CounterApp final : public dohost::App {
     }
     if (auto name = nameAfter(path, "/counter/")) return dohost::Route::toName("Counter", *name);
     if (auto name = nameAfter(path, "/room/")) return dohost::Route::toName("Room", *name);
+    if (auto name = nameAfter(path, "/reminders/")) {
+      return dohost::Route::toName("Reminders", *name);
+    }
     return notFound();
   }
 
@@ -84,10 +89,11 @@ class CounterApp final : public dohost::App {
 // [/doc:counter]
 
 // [doc:register]
-// Both classes and the app; a host's main or a plugin calls this.
+// The classes and the app; a host's main or a plugin calls this.
 inline void registerCounter(dohost::Registry& registry) {
   registry.addClass<Counter>("Counter");
   registry.addClass<Room>("Room");
+  registry.addClass<Reminders>("Reminders");
   registry.addApp({"counter", "127.0.0.1:8800", [](const dohost::AppSettings& settings) {
                      // [apps.counter] max_name_bytes = 64, or DOHOST_COUNTER_MAX_NAME_BYTES=64
                      size_t maxNameBytes = static_cast<size_t>(

@@ -41,6 +41,20 @@ json socketJson(const detail::SocketRecord& s) {
   return j;
 }
 
+// A named schedule as the object detail shows it (times in ms since the epoch).
+json scheduleJson(const storage::ScheduleRecord& r) {
+  json j{{"name", r.name}, {"kind", r.kind}};
+  if (r.kind == "every") j["intervalMs"] = std::stoll(r.spec);
+  if (r.kind == "cron") j["cron"] = r.spec;
+  j["nextRun"] = r.nextMs ? json(*r.nextMs) : json(nullptr);
+  j["scheduledTime"] = r.plannedMs;
+  j["retryCount"] = r.retryCount;
+  j["lastError"] = r.lastError ? json(*r.lastError) : json(nullptr);
+  j["lastErrorAt"] = r.lastErrorMs ? json(*r.lastErrorMs) : json(nullptr);
+  j["payloadBytes"] = r.payload.size();
+  return j;
+}
+
 json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
   std::string path = rt.options().dataDir + "/" + slot.className() + "/" + slot.id() + ".sqlite";
   json j{{"class", slot.className()},
@@ -60,6 +74,8 @@ json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
   if (slot.isLive() && blocker) j["notEvictableBecause"] = *blocker;
   auto scheduled = rt.scheduledAlarm(slot.className(), slot.id());
   j["alarm"] = scheduled ? json(toUnixMillis(*scheduled)) : json(nullptr);
+  auto nextSchedule = rt.scheduler().nextScheduleRun(slot.className(), slot.id());
+  j["nextSchedule"] = nextSchedule ? json(toUnixMillis(*nextSchedule)) : json(nullptr);
   if (Ownership* own = rt.ownership()) {  // cluster: the owner, as far as this host knows
     auto owner = own->knownOwner(slot.className(), slot.id());
     j["host"] = owner ? json(*owner) : json(nullptr);
@@ -71,6 +87,11 @@ json slotJson(Runtime& rt, ObjectSlot& slot, bool detail) {
         j["alarmFailed"] = {{"scheduledTime", f->scheduledMs}, {"retries", f->retries},
                             {"lastError", f->lastError}, {"failedAt", f->failedAtMs}};
       }
+      json schedules = json::array();
+      for (const storage::ScheduleRecord& r : slot.storedSchedules()) {
+        schedules.push_back(scheduleJson(r));
+      }
+      j["schedules"] = std::move(schedules);
     } catch (const std::exception&) {
     }
     if (!slot.isLive()) rt.parkDatabase(slot);  // opened to read it: keep it bounded
@@ -128,7 +149,7 @@ std::string prometheusMetrics(Runtime& rt) {
     g.sockets += static_cast<int64_t>(s->sockets().size());
     g.failed += s->failedUntil().has_value();
   }
-  for (const auto& a : rt.alarmsWithoutSlot()) gauges[a.className].known += 1;
+  for (const auto& a : rt.waitingWithoutSlot()) gauges[a.className].known += 1;
   std::string out;
   auto family = [&](const char* name, const char* type, const char* help, auto value) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
@@ -143,7 +164,8 @@ std::string prometheusMetrics(Runtime& rt) {
   family("dohost_objects_live", "gauge", "Objects whose instance is in memory.",
          [](const Gauges& g, const ClassMetrics&) { return g.live; });
   family("dohost_objects_known", "gauge",
-         "Objects the host tracks (live, or evicted with open sockets or a pending alarm).",
+         "Objects the host tracks (live, or evicted with open sockets, a pending alarm or a "
+         "schedule).",
          [](const Gauges& g, const ClassMetrics&) { return g.known; });
   family("dohost_object_evictions_total", "counter", "Instances dropped from memory.",
          [](const Gauges&, const ClassMetrics& m) { return m.evictions; });
@@ -163,6 +185,10 @@ std::string prometheusMetrics(Runtime& rt) {
          [](const Gauges&, const ClassMetrics& m) { return m.alarmsFired; });
   family("dohost_alarm_retries_total", "counter", "Alarm retries after a failure.",
          [](const Gauges&, const ClassMetrics& m) { return m.alarmRetries; });
+  family("dohost_schedules_fired_total", "counter", "Runs of named schedules.",
+         [](const Gauges&, const ClassMetrics& m) { return m.schedulesFired; });
+  family("dohost_schedule_retries_total", "counter", "Schedule retries after a failure.",
+         [](const Gauges&, const ClassMetrics& m) { return m.scheduleRetries; });
   family("dohost_storage_commits_total", "counter", "Storage transactions committed.",
          [](const Gauges&, const ClassMetrics& m) { return m.commits; });
   family("dohost_object_failures_total", "counter",
@@ -259,13 +285,15 @@ Response handleAdmin(Runtime& rt, const HostOptions& options, Request& request) 
       if (cls && s->className() != *cls) continue;
       list.push_back(slotJson(rt, *s, false));
     }
-    for (const auto& a : rt.alarmsWithoutSlot()) {
+    for (const auto& a : rt.waitingWithoutSlot()) {
       if (cls && a.className != *cls) continue;
       std::string path = rt.options().dataDir + "/" + a.className + "/" + a.id + ".sqlite";
       json entry{{"class", a.className}, {"id", a.id},
                  {"name", a.name ? json(*a.name) : json(nullptr)}, {"state", "evicted"},
                  {"sockets", 0}, {"storageBytes", fileBytes(path)}, {"evictable", false},
-                 {"alarm", toUnixMillis(a.time)}};
+                 {"alarm", a.alarm ? json(toUnixMillis(*a.alarm)) : json(nullptr)},
+                 {"nextSchedule",
+                  a.nextSchedule ? json(toUnixMillis(*a.nextSchedule)) : json(nullptr)}};
       if (Ownership* own = rt.ownership()) {
         auto owner = own->knownOwner(a.className, a.id);
         entry["host"] = owner ? json(*owner) : json(nullptr);

@@ -84,6 +84,8 @@ const NumberSetting kNumberSettings[] = {
      "more upgrades to one object are answered 503"},
     {"max_attachment_bytes", {0, 16 << 20, true, "bytes"}, &HostOptions::maxAttachmentBytes,
      "the largest socket attachment"},
+    {"max_schedules_per_object", {0, 1'000'000, true}, &HostOptions::maxSchedulesPerObject,
+     "named schedules one object may keep; one more throws"},
     {"max_request_body_bytes", {0, kGiB, true, "bytes"}, &HostOptions::maxRequestBodyBytes,
      "larger HTTP request bodies are answered 413"},
     {"max_request_line_bytes", {64, 16 << 20, true, "bytes"}, &HostOptions::maxRequestLineBytes,
@@ -400,6 +402,7 @@ int runHost(const HostOptions& options, const Registry& registry) {
   ro.durability = options.durabilityFull ? storage::Durability::kFull : storage::Durability::kNormal;
   ro.maxSocketsPerObject = options.maxSocketsPerObject;
   ro.maxAttachmentBytes = options.maxAttachmentBytes;
+  ro.maxSchedulesPerObject = options.maxSchedulesPerObject;
   ro.alarmRetryBase = seconds(options.alarmRetryBaseSeconds);
   ro.alarmMaxRetries = options.alarmMaxRetries;
   ro.objectFailureLimit = options.objectFailureLimit;

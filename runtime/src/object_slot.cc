@@ -61,6 +61,7 @@ storage::ObjectDatabase& ObjectSlot::database() {
       if (storedName.isOk() && storedName.value()) name_ = storedName.value();
     }
     db_ = std::move(db);
+    runtime_.scheduler().objectOpened(*this, *db_);  // arms the object's schedules
   }
   return *db_;
 }
@@ -120,7 +121,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
   }
   inEvent_ = true;
   effects_ = std::make_unique<Effects>();
-  alarmChange_.reset();
+  change_ = {};
   txnDepth_ = 0;
   fault_.reset();
   std::optional<std::string> failure;
@@ -179,7 +180,7 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
         turnTxn_ = false;
       }
     }
-    alarmChange_.reset();
+    change_ = {};
     dropInstance(*failure);
     if (error) *error = *failure;
     if (building || kind != EventKind::kOther) noteFailure(*failure);
@@ -187,8 +188,8 @@ bool ObjectSlot::runEvent(const std::function<void(DurableObject&)>& body, std::
     return false;
   }
   if (failure_) noteSuccess();
-  held_.push_back(Held{std::move(*effects), alarmChange_, origin});
-  alarmChange_.reset();
+  held_.push_back(Held{std::move(*effects), change_, origin});
+  change_ = {};
   if (db_ && db_->inTransaction() && mode == CommitMode::kGrouped) {
     // Commit once for every event of this loop turn: one fsync for a burst of messages.
     if (!flushScheduled_) {
@@ -244,7 +245,7 @@ bool ObjectSlot::flush(std::string* error) {
   std::vector<Held> held = std::move(held_);
   held_.clear();
   for (Held& h : held) {
-    if (h.alarmChange) runtime_.alarmChanged(*this, *h.alarmChange);
+    if (h.change.any()) runtime_.scheduler().committed(*this, h.change);
     release(h.effects);
   }
   runtime_.touch(*this);
@@ -272,7 +273,7 @@ void ObjectSlot::refuseFenced(int64_t stored, Effects* current) {
   for (Held& h : held_) abandon(h.effects);
   held_.clear();
   if (current) abandon(*current);
-  alarmChange_.reset();
+  change_ = {};
   int64_t mine = fenceToken_.value_or(0);
   fenceToken_.reset();
   fenceWritten_ = false;
@@ -297,12 +298,12 @@ void ObjectSlot::failTurn(const std::string& why, const Status& commitStatus, Ef
   auto tell = [&](const std::shared_ptr<detail::SocketRecord>& s) {
     if (s && std::find(told.begin(), told.end(), s) == told.end()) told.push_back(s);
   };
-  bool alarmChanged = alarmChange_.has_value();
+  bool changed = change_.any();
   for (Held& h : held_) {
     tell(h.origin);
     for (SocketEffect& e : h.effects.sockets) tell(e.socket);
     abandon(h.effects);
-    alarmChanged = alarmChanged || h.alarmChange.has_value();
+    changed = changed || h.change.any();
   }
   if (current) {
     for (SocketEffect& e : current->sockets) tell(e.socket);
@@ -310,8 +311,8 @@ void ObjectSlot::failTurn(const std::string& why, const Status& commitStatus, Ef
   }
   tell(origin);
   held_.clear();
-  alarmChange_.reset();
-  if (alarmChanged) runtime_.restoreAlarmIndex(*this);
+  change_ = {};
+  if (changed) runtime_.scheduler().rolledBack(*this);
   dropInstance(why);
   size_t closed = 0;
   for (const auto& s : told) {

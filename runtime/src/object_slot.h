@@ -1,6 +1,8 @@
 // ObjectSlot: one object as the host keeps it. It outlives the object's instance: it owns the
 // database handle, the accepted sockets (with their tags and attachments) and the event queue,
-// and it is the ObjectState, Storage and Sql the instance talks to.
+// and it is the ObjectState, Storage and Sql the instance talks to. Of the alarm and the named
+// schedules it keeps only what the running turn changed, until the commit; the rest belongs
+// to the Scheduler (scheduler.h), which it tells before storing a time and after the commit.
 //
 // States: live (instance in memory), evicted (no instance; sockets may stay open). The slot is
 // forgotten by the runtime once it is evicted and has no open socket.
@@ -24,6 +26,7 @@
 #include "dohost/registry.h"
 #include "dohost/storage/object_db.h"
 #include "internal.h"
+#include "scheduler.h"
 #include "timer_queue.h"
 
 namespace dohost {
@@ -97,7 +100,11 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   // Runs `call` after the running event commits (dropped if it fails); at once outside events.
   void enqueueCall(std::function<void()> call);
   void beginAlarmRun();  // clears the stored alarm inside the current event
-  std::optional<std::optional<TimePoint>> alarmChange() const { return alarmChange_; }
+  std::optional<std::optional<TimePoint>> alarmChange() const { return change_.alarm; }
+  // Inside the event that runs schedule `name`: the row if it is due at `now`, after writing
+  // what follows the run (the next planned run, or the row's removal). nullopt: not due.
+  std::optional<storage::ScheduleRecord> beginScheduleRun(std::string_view name, TimePoint now);
+  std::vector<storage::ScheduleRecord> storedSchedules();  // opens the database if needed
 
   // --- Crash loops (slot_failures.cc) ------------------------------------------------------
   // Failures since the last successful event. Once `count` reaches the limit within the window,
@@ -136,6 +143,12 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   void clearTimeout(TimerId id) override;
   std::unique_ptr<Stub> stubByName(std::string_view className, std::string_view name) override;
   std::unique_ptr<Stub> stubById(std::string_view className, std::string_view id) override;
+  void schedule(std::string_view name, TimePoint when, std::string_view payload) override;
+  void scheduleEvery(std::string_view name, Duration interval, std::string_view payload) override;
+  void scheduleEvery(std::string_view name, std::string_view cron,
+                     std::string_view payload) override;
+  bool cancel(std::string_view name) override;
+  std::vector<Schedule> schedules() override;
 
   // --- Storage ----------------------------------------------------------------------------
   std::optional<std::string> get(std::string_view key) override;
@@ -177,6 +190,7 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   };
 
   storage::ObjectDatabase& writable();  // database() inside the event's transaction
+  void putSchedule(const storage::ScheduleRecord& record);
   // Throws StorageError for a failed status; inside an event a storage fault also marks the
   // turn as failed.
   void check(const Status& s);
@@ -221,7 +235,7 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   std::unique_ptr<Effects> effects_;  // the output gate of the running event
   struct Held {
     Effects effects;
-    std::optional<std::optional<TimePoint>> alarmChange;
+    Scheduler::TurnChange change;  // what it changed of the alarm and schedules
     std::shared_ptr<detail::SocketRecord> origin;
   };
   std::vector<Held> held_;  // events that ended but whose commit is still to come, in order
@@ -230,7 +244,7 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   bool turnTxn_ = false;         // this turn opened a transaction (not yet committed)
   bool txnLost_ = false;         // ... and SQLite rolled it back under the turn
   bool failedOnStorage_ = false;
-  std::optional<std::optional<TimePoint>> alarmChange_;
+  Scheduler::TurnChange change_;  // the running event's, handed to the scheduler after commit
   int txnDepth_ = 0;
   std::map<uint64_t, std::shared_ptr<detail::SocketRecord>> sockets_;  // by id = accept order
   struct AutoResponse {

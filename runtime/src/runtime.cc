@@ -20,21 +20,10 @@ Runtime::Runtime(RuntimeOptions options, const Registry& registry, Clock& clock)
 Runtime::~Runtime() { shutdown(); }
 
 Status Runtime::start() {
-  auto index = storage::AlarmIndex::open(options_.dataDir + "/_dohost/alarms.sqlite");
-  if (!index.isOk()) return index.status();
-  alarmIndex_ = std::move(index).value();
-  auto entries = alarmIndex_->all();
-  if (!entries.isOk()) return entries.status();
-  for (const storage::AlarmEntry& e : entries.value()) {
-    if (registry_.findClass(e.className) == nullptr) {
-      logLine(LogLevel::kWarn, "alarm for a class that is not registered; kept for later",
-              e.className, e.id);
-      continue;
-    }
-    scheduleAlarm(e.className, e.id, e.name, fromUnixMillis(e.timeMs), 0);
-  }
-  return Status::ok();
+  return scheduler_.start(options_.dataDir + "/_dohost/alarms.sqlite");
 }
+
+bool Runtime::runAlarmNow(ObjectSlot& slot) { return scheduler_.runAlarmNow(slot); }
 
 void Runtime::shutdown() {
   if (shuttingDown_) return;
@@ -45,8 +34,7 @@ void Runtime::shutdown() {
     slot->evict();
   }
   slots_.clear();
-  alarms_.clear();
-  alarmIndex_.reset();
+  scheduler_.stop();
 }
 
 TimerQueue::Id Runtime::schedule(TimePoint at, std::function<void()> fn) {
@@ -185,7 +173,7 @@ void Runtime::maybeForget(ObjectSlot& slot) {
 
 void Runtime::setOwnership(Ownership* ownership) {
   ownership_ = ownership;
-  if (ownership_) schedule(clock_.now() + options_.alarmRescanInterval, [this] { rescanAlarms(); });
+  if (ownership_) scheduler_.startRescans();
 }
 
 void Runtime::acquire(const std::string& className, const std::string& id,

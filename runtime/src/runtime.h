@@ -1,6 +1,6 @@
-// Runtime: the objects of one host process. Owns every ObjectSlot, the timers, the alarm
-// scheduler and the metrics; runs events through the one dispatch path (implicit transaction,
-// output gate, the single place that catches what object code throws). Knows nothing of the
+// Runtime: the objects of one host process. Owns every ObjectSlot, the timers, the scheduler
+// (alarms and named schedules, scheduler.h) and the metrics; runs events through the one
+// dispatch path (implicit transaction, output gate, the single place that catches what object code throws). Knows nothing of the
 // network: the server feeds it requests and socket events, tests feed it directly.
 //
 // Thread: the loop thread.
@@ -16,12 +16,12 @@
 #include <vector>
 
 #include "dohost/registry.h"
-#include "dohost/storage/alarm_index.h"
 #include "dohost/storage/object_db.h"
 #include "dohost/time.h"
 #include "internal.h"
 #include "loop_inbox.h"
 #include "ownership.h"
+#include "scheduler.h"
 #include "timer_queue.h"
 
 namespace dohost {
@@ -50,6 +50,8 @@ struct RuntimeOptions {
   // Cluster (with an Ownership): how often the shared alarm index is read again for alarms
   // other hosts set (a dead host's objects' alarms fire here once it is gone).
   Duration alarmRescanInterval = 1s;
+  // Named schedules (state.schedule, scheduleEvery) one object may keep.
+  size_t maxSchedulesPerObject = 1000;
 };
 
 // An object as a route names it: its class, its id (64 hex) and the name, if routed by name.
@@ -67,6 +69,8 @@ struct ClassMetrics {
   int64_t autoResponses = 0;
   int64_t alarmsFired = 0;
   int64_t alarmRetries = 0;
+  int64_t schedulesFired = 0;
+  int64_t scheduleRetries = 0;
   int64_t commits = 0;
   int64_t objectFailures = 0;  // failures that count toward the failed state
 };
@@ -149,29 +153,18 @@ class Runtime {
   bool evictNow(ObjectSlot& slot);
   bool runAlarmNow(ObjectSlot& slot);
 
-  // Alarms (called by slots after their commits).
-  void alarmChanged(ObjectSlot& slot, std::optional<TimePoint> when);
-  Status alarmWillBeSet(ObjectSlot& slot, TimePoint when);  // before the commit
-  // After a failed turn that changed the alarm: the index gets back the time the runtime
-  // keeps for the object, in place of the one written before the commit that failed.
-  void restoreAlarmIndex(ObjectSlot& slot);
-
+  // Alarms and schedules: their timers, the alarm index, retries (scheduler.h).
+  Scheduler& scheduler() { return scheduler_; }
   // The time the alarm timer of (class, id) is set for, if any (no disk access).
   std::optional<TimePoint> scheduledAlarm(const std::string& className, const std::string& id) const {
-    auto it = alarms_.find(className + "/" + id);
-    if (it == alarms_.end() || it->second.timer == 0) return std::nullopt;
-    return it->second.time;
+    return scheduler_.scheduledAlarm(className, id);
   }
-  struct ScheduledAlarm {
-    std::string className, id;
-    std::optional<std::string> name;
-    TimePoint time;
-  };
-  // Objects with a pending alarm but nothing in memory (no slot): they are "known" too.
-  std::vector<ScheduledAlarm> alarmsWithoutSlot() const {
-    std::vector<ScheduledAlarm> out;
-    for (const auto& [key, a] : alarms_) {
-      if (a.timer != 0 && slots_.find(key) == slots_.end()) out.push_back({a.className, a.id, a.name, a.time});
+  // Objects with a pending alarm or schedule but nothing in memory (no slot): they are
+  // "known" too.
+  std::vector<Scheduler::Pending> waitingWithoutSlot() const {
+    std::vector<Scheduler::Pending> out;
+    for (Scheduler::Pending& a : scheduler_.pending()) {
+      if (slots_.find(a.className + "/" + a.id) == slots_.end()) out.push_back(std::move(a));
     }
     return out;
   }
@@ -190,29 +183,11 @@ class Runtime {
   void touch(ObjectSlot& slot);
 
  private:
-  struct AlarmTimer {
-    std::string className, id;
-    std::optional<std::string> name;
-    TimePoint time;
-    int retryCount = 0;
-    int readFailures = 0;  // consecutive failures to read the stored alarm (storage faults)
-    TimerQueue::Id timer = 0;
-  };
-  void scheduleAlarm(const std::string& className, const std::string& id,
-                     const std::optional<std::string>& name, TimePoint when, int retryCount,
-                     int readFailures = 0);
-  // The wait before retry number `attempt` + 1: alarmRetryBase doubling, at most the wait
-  // before the last retry.
-  Duration alarmBackoff(int attempt) const;
-  bool recordAlarmFailure(ObjectSlot& slot, TimePoint scheduled, int retries,
-                          const std::string& error);
-  void fireAlarm(const std::string& key, bool force);
   void idleCheck(ObjectSlot& slot);
   void endSocket(const std::shared_ptr<detail::SocketRecord>& socket, const char* what,
                  const std::function<void(DurableObject&, WebSocket)>& handler);
   void maybeForget(ObjectSlot& slot);
   static bool forgettable(const ObjectSlot& slot);
-  void rescanAlarms();
   // Closes the object's sockets with 1012 (the host no longer serves it) and drops its
   // instance; the claim itself is the caller's business.
   void stopServing(ObjectSlot& slot, const std::string& why);
@@ -222,11 +197,9 @@ class Runtime {
   Clock& clock_;
   TimerQueue timers_;
   std::function<void()> wake_;
-  std::unique_ptr<storage::AlarmIndex> alarmIndex_;
   std::list<ObjectSlot*> parked_;  // oldest first; declared before slots_, which unpark on exit
   std::unordered_map<ObjectSlot*, std::list<ObjectSlot*>::iterator> parkedIndex_;
   std::map<std::string, std::unique_ptr<ObjectSlot>> slots_;  // key: class + "/" + id
-  std::map<std::string, AlarmTimer> alarms_;                  // same key
   std::map<std::string, ClassMetrics> metrics_;
   uint64_t lastSocketId_ = 0;
   size_t openSockets_ = 0;
@@ -234,6 +207,7 @@ class Runtime {
   LoopInbox inbox_;
   Ownership* ownership_ = nullptr;
   int64_t fencingRefusals_ = 0;
+  Scheduler scheduler_{*this};  // after timers_ and slots_ (its timers call into both)
 };
 
 }  // namespace dohost

@@ -61,19 +61,20 @@ KvPairs ObjectSlot::list(const ListOptions& options) {
 void ObjectSlot::deleteAll() {
   if (txnDepth_ > 0) throw UsageError("Cannot call deleteAll() within a transaction");
   check(writable().deleteAll());
-  alarmChange_ = std::optional<TimePoint>();
+  change_.alarm = std::optional<TimePoint>();
+  change_.schedules = true;
 }
 
 void ObjectSlot::transaction(const std::function<void()>& fn) {
   storage::ObjectDatabase& db = writable();
   std::string name = "_do_txn_" + std::to_string(++txnDepth_);
   check(db.savepoint(name));
-  auto alarmBefore = alarmChange_;
+  Scheduler::TurnChange changeBefore = change_;
   try {
     fn();
   } catch (...) {
     (void)db.rollbackTo(name);
-    alarmChange_ = alarmBefore;
+    change_ = changeBefore;
     --txnDepth_;
     throw;
   }
@@ -93,19 +94,19 @@ void ObjectSlot::setAlarm(TimePoint when) {
   if (when < now()) when = now();  // a past time fires as soon as possible
   // The host index learns of the alarm before the object stores it: a crash (or a failed
   // write) in between gives at worst a spurious wake-up, never a stored alarm nobody wakes.
-  check(runtime_.alarmWillBeSet(*this, when));
+  check(runtime_.scheduler().alarmWillBeSet(*this, when));
   check(writable().setAlarm(toUnixMillis(when)));
-  alarmChange_ = when;
+  change_.alarm = when;
 }
 
 void ObjectSlot::deleteAlarm() {
   check(writable().setAlarm(std::nullopt));
-  alarmChange_ = std::optional<TimePoint>();
+  change_.alarm = std::optional<TimePoint>();
 }
 
 void ObjectSlot::beginAlarmRun() {
   check(writable().setAlarm(std::nullopt));
-  alarmChange_ = std::optional<TimePoint>();
+  change_.alarm = std::optional<TimePoint>();
 }
 
 std::optional<TimePoint> ObjectSlot::storedAlarm() {
@@ -116,6 +117,68 @@ std::optional<TimePoint> ObjectSlot::storedAlarm() {
 
 std::optional<storage::AlarmFailure> ObjectSlot::alarmFailure() {
   return check(database().alarmFailure());
+}
+
+// --- named schedules (the scheduler makes and checks the rows) -------------------------------
+
+void ObjectSlot::putSchedule(const storage::ScheduleRecord& record) {
+  storage::ObjectDatabase& db = writable();
+  bool replacing = check(db.schedule(record.name)).has_value();
+  runtime_.scheduler().checkLimit(check(db.scheduleCount()), replacing);
+  // As for the alarm: the host index learns of the time before the object stores it.
+  check(runtime_.scheduler().scheduleWillBeSet(*this, fromUnixMillis(*record.nextMs)));
+  check(db.putSchedule(record));
+  change_.schedules = true;
+}
+
+void ObjectSlot::schedule(std::string_view name, TimePoint when, std::string_view payload) {
+  putSchedule(runtime_.scheduler().onceRecord(name, when, payload, now()));
+}
+
+void ObjectSlot::scheduleEvery(std::string_view name, Duration interval,
+                               std::string_view payload) {
+  putSchedule(runtime_.scheduler().everyRecord(name, interval, payload, now()));
+}
+
+void ObjectSlot::scheduleEvery(std::string_view name, std::string_view cron,
+                               std::string_view payload) {
+  putSchedule(runtime_.scheduler().cronRecord(name, cron, payload, now()));
+}
+
+bool ObjectSlot::cancel(std::string_view name) {
+  if (noStorageYet()) return false;
+  bool existed = check(writable().removeSchedule(name));
+  if (existed) change_.schedules = true;
+  return existed;
+}
+
+std::vector<Schedule> ObjectSlot::schedules() {
+  std::vector<Schedule> out;
+  if (noStorageYet()) return out;
+  for (const storage::ScheduleRecord& r : check(writable().schedules())) {
+    out.push_back(Scheduler::toSchedule(r));
+  }
+  return out;
+}
+
+std::optional<storage::ScheduleRecord> ObjectSlot::beginScheduleRun(std::string_view name,
+                                                                    TimePoint at) {
+  storage::ObjectDatabase& db = writable();
+  std::optional<storage::ScheduleRecord> row = check(db.schedule(name));
+  if (!row || !row->nextMs || *row->nextMs > toUnixMillis(at)) return std::nullopt;
+  // Like the alarm: the run is taken off (or moved on) first, so what the handler sets wins;
+  // if the handler fails, this rolls back with it and the run is retried.
+  if (auto next = runtime_.scheduler().afterRun(*row, at)) {
+    check(db.putSchedule(*next));
+  } else {
+    check(db.removeSchedule(name));
+  }
+  change_.schedules = true;
+  return row;
+}
+
+std::vector<storage::ScheduleRecord> ObjectSlot::storedSchedules() {
+  return check(database().schedules());
 }
 
 int64_t ObjectSlot::storageBytes() {

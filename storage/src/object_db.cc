@@ -31,7 +31,21 @@ constexpr char kFenceTokenKey[] = "fence_token";
 constexpr char kSchema[] = R"sql(
   CREATE TABLE IF NOT EXISTS _do_meta(key TEXT PRIMARY KEY, value);
   CREATE TABLE IF NOT EXISTS _do_kv(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS _do_schedules(
+    name          TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    spec          TEXT NOT NULL,
+    payload       BLOB NOT NULL,
+    planned_ms    INTEGER NOT NULL,
+    next_ms       INTEGER,
+    retry_count   INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    last_error_ms INTEGER
+  );
 )sql";
+
+constexpr char kScheduleColumns[] =
+    "name, kind, spec, payload, planned_ms, next_ms, retry_count, last_error, last_error_ms";
 
 Status checkKey(const Limits& limits, std::string_view key) {
   if (key.size() > limits.maxKeyBytes) {
@@ -482,6 +496,7 @@ Result<int64_t> ObjectDatabase::keyCount() {
 Status ObjectDatabase::deleteAll() {
   return atomically(db_, commits_, [&]() -> Status {
     if (Status s = execSql(db_, "DELETE FROM _do_kv"); !s.isOk()) return s;
+    if (Status s = execSql(db_, "DELETE FROM _do_schedules"); !s.isOk()) return s;
     if (Status s = deleteMeta(db_, {kAlarmKey, kFailedScheduledKey, kFailedRetriesKey,
                                     kFailedErrorKey, kFailedAtKey});
         !s.isOk()) {
@@ -489,6 +504,87 @@ Status ObjectDatabase::deleteAll() {
     }
     return dropUserObjects(db_);
   });
+}
+
+namespace {
+
+ScheduleRecord readSchedule(const Statement& stmt) {
+  ScheduleRecord r;
+  r.name = stmt.columnText(0);
+  r.kind = stmt.columnText(1);
+  r.spec = stmt.columnText(2);
+  r.payload = stmt.columnBytes(3);
+  r.plannedMs = stmt.columnInt(4);
+  if (!stmt.columnIsNull(5)) r.nextMs = stmt.columnInt(5);
+  r.retryCount = static_cast<int>(stmt.columnInt(6));
+  if (!stmt.columnIsNull(7)) r.lastError = stmt.columnText(7);
+  if (!stmt.columnIsNull(8)) r.lastErrorMs = stmt.columnInt(8);
+  return r;
+}
+
+// A read-only handle does not create the schema: a file from before schedules has no table.
+bool hasScheduleTable(sqlite3* db, bool readOnly) {
+  if (!readOnly) return true;
+  Statement stmt(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_do_schedules'");
+  return stmt.step();
+}
+
+}  // namespace
+
+Result<std::vector<ScheduleRecord>> ObjectDatabase::schedules() {
+  std::vector<ScheduleRecord> out;
+  if (!hasScheduleTable(db_, options_.readOnly)) return out;
+  Statement stmt(db_, std::string("SELECT ") + kScheduleColumns +
+                          " FROM _do_schedules ORDER BY name");
+  while (stmt.step()) out.push_back(readSchedule(stmt));
+  if (!stmt.status().isOk()) return stmt.status();
+  return out;
+}
+
+Result<std::optional<ScheduleRecord>> ObjectDatabase::schedule(std::string_view name) {
+  if (!hasScheduleTable(db_, options_.readOnly)) return std::optional<ScheduleRecord>();
+  Statement stmt(db_, std::string("SELECT ") + kScheduleColumns +
+                          " FROM _do_schedules WHERE name = ?1");
+  stmt.bindText(1, name);
+  if (!stmt.step()) {
+    if (!stmt.status().isOk()) return stmt.status();
+    return std::optional<ScheduleRecord>();
+  }
+  return std::optional<ScheduleRecord>(readSchedule(stmt));
+}
+
+Status ObjectDatabase::putSchedule(const ScheduleRecord& r) {
+  Statement stmt(db_, std::string("INSERT OR REPLACE INTO _do_schedules(") + kScheduleColumns +
+                          ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+  stmt.bindText(1, r.name).bindText(2, r.kind).bindText(3, r.spec).bindBytes(4, r.payload);
+  stmt.bindInt(5, r.plannedMs);
+  stmt.bindValue(6, r.nextMs ? SqlValue(*r.nextMs) : SqlValue(nullptr));
+  stmt.bindInt(7, r.retryCount);
+  stmt.bindValue(8, r.lastError ? SqlValue(*r.lastError) : SqlValue(nullptr));
+  stmt.bindValue(9, r.lastErrorMs ? SqlValue(*r.lastErrorMs) : SqlValue(nullptr));
+  return stmt.run();
+}
+
+Result<bool> ObjectDatabase::removeSchedule(std::string_view name) {
+  Statement stmt(db_, "DELETE FROM _do_schedules WHERE name = ?1");
+  stmt.bindText(1, name);
+  if (Status s = stmt.run(); !s.isOk()) return s;
+  return sqlite3_changes(db_) > 0;
+}
+
+Result<int64_t> ObjectDatabase::scheduleCount() {
+  if (!hasScheduleTable(db_, options_.readOnly)) return int64_t{0};
+  Statement stmt(db_, "SELECT count(*) FROM _do_schedules");
+  if (!stmt.step()) return stmt.status();
+  return stmt.columnInt(0);
+}
+
+Result<std::optional<int64_t>> ObjectDatabase::nextScheduleMs() {
+  if (!hasScheduleTable(db_, options_.readOnly)) return std::optional<int64_t>();
+  Statement stmt(db_, "SELECT min(next_ms) FROM _do_schedules");
+  if (!stmt.step()) return stmt.status();
+  if (stmt.columnIsNull(0)) return std::optional<int64_t>();
+  return std::optional<int64_t>(stmt.columnInt(0));
 }
 
 Result<std::optional<int64_t>> ObjectDatabase::fenceToken() {

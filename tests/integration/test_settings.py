@@ -15,6 +15,7 @@ HOST_NUMBERS = [
     ("max_queued_bytes", 1, 16 << 30, True),
     ("max_sockets_per_object", 1, 1000000, True),
     ("max_attachment_bytes", 0, 16 << 20, True),
+    ("max_schedules_per_object", 0, 1000000, True),
     ("max_request_body_bytes", 0, 1 << 30, True),
     ("ping_interval", 0, 32767, True),
     ("ping_timeout", 1, 32767, True),

@@ -186,4 +186,24 @@ TEST_CASE_FIXTURE(TwoHosts, "an alarm fires on the host that can claim its objec
   CHECK(tokenInFile() == 6);
 }
 
+TEST_CASE_FIXTURE(TwoHosts, "a schedule fires only on the host that can claim its object") {
+  a.claims[key()] = 3;
+  CHECK(body("/schedule?name=s&ms=1000&payload=once") == "scheduled");
+  a.claims.clear();  // A lost it; B holds it now, and B's rescan finds it in the shared index
+  b.claims[key()] = 6;
+  // Both hosts' timers run: A's finds the object owned elsewhere and leaves it to B.
+  TimePoint end = clock.now() + Duration(3'000);
+  while (clock.now() < end) {
+    runtime->runDue();
+    a.drain();
+    other->runDue();
+    b.drain();
+    clock.set(clock.now() + Duration(100));
+  }
+  REQUIRE(journal.scheduleRuns.size() == 1);
+  CHECK(journal.scheduleRuns[0].payload == "once");
+  CHECK(tokenInFile() == 6);
+  CHECK(a.claims.empty());  // A never claimed it back
+}
+
 }  // namespace dohost::testing

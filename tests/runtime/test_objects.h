@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,18 @@ struct Journal {
   std::vector<TimePoint> alarmTimes;
   int alarmFailuresLeft = 0;
   bool alarmSetsNext = false;
+  struct ScheduleRun {
+    std::string name;
+    std::string payload;
+    ScheduleInfo info;
+    TimePoint at;
+  };
+  std::vector<ScheduleRun> scheduleRuns;
+  int scheduleFailuresLeft = 0;
+  // Run by onSchedule after it recorded the run (before any failure it is told to make).
+  std::function<void(ObjectState&, const std::string& name)> onScheduleDoes;
+  // Run by GET /do inside a fetch event; a UsageError it throws is answered 400 with its text.
+  std::function<void(ObjectState&)> action;
   std::vector<int> closeCodes;  // webSocketClose, in order
   bool constructorThrows = false;
   bool fetchThrows = false;
@@ -93,12 +106,56 @@ class Counter final : public DurableObject {
     }
     if (path == "/reply") return Response::text(200, s.get("reply").value_or("none"));
     if (path == "/name") return Response::text(200, state_.name().value_or("<none>"));
+    if (path == "/do") {
+      try {
+        gJournal->action(state_);
+      } catch (const UsageError& e) {
+        return Response::text(400, e.what());
+      }
+      return Response::text(200, "done");
+    }
+    if (path == "/schedule") {  // ?name=&ms=[&fail=1]: a one-off schedule in ms from now
+      state_.schedule(request.queryParam("name").value_or("s"),
+                      state_.now() + Duration(std::stoll(request.queryParam("ms").value_or("0"))),
+                      request.queryParam("payload").value_or(""));
+      if (request.queryParam("fail")) throw std::runtime_error("failed after scheduling");
+      return Response::text(200, "scheduled");
+    }
+    if (path == "/every") {  // ?name=&ms=
+      state_.scheduleEvery(request.queryParam("name").value_or("s"),
+                           Duration(std::stoll(request.queryParam("ms").value_or("1000"))));
+      return Response::text(200, "scheduled");
+    }
+    if (path == "/cancel") {
+      return Response::text(200, state_.cancel(request.queryParam("name").value_or("s")) ? "yes" : "no");
+    }
+    if (path == "/schedules") {  // name=next(ms or -)/retries, ...
+      std::string out;
+      for (const Schedule& sc : state_.schedules()) {
+        if (!out.empty()) out += ",";
+        out += sc.name + "=" + (sc.nextRun ? std::to_string(toUnixMillis(*sc.nextRun)) : "-") +
+               "/" + std::to_string(sc.retryCount);
+      }
+      return Response::text(200, out);
+    }
     return Response::text(404, "no such path");
   }
 
   void webSocketClose(WebSocket ws, const CloseInfo& info) override {
     gJournal->closeCodes.push_back(info.code);
     increment();  // a write, so the close commits like any event
+  }
+
+  void onSchedule(std::string_view name, std::string_view payload,
+                  const ScheduleInfo& info) override {
+    gJournal->scheduleRuns.push_back(
+        {std::string(name), std::string(payload), info, state_.now()});
+    state_.storage().put("schedule-ran", std::to_string(gJournal->scheduleRuns.size()));
+    if (gJournal->onScheduleDoes) gJournal->onScheduleDoes(state_, std::string(name));
+    if (gJournal->scheduleFailuresLeft > 0) {
+      --gJournal->scheduleFailuresLeft;
+      throw std::runtime_error("schedule failed on purpose");
+    }
   }
 
   void alarm(const AlarmInfo& info) override {

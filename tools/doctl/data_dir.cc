@@ -221,6 +221,9 @@ ObjectInfo readObject(const ObjectFile& file, bool detail) {
       auto tables = dohost::storage::tableRowCounts(*db);
       if (!tables.isOk()) throw CliError(kExitFailed, tables.status().message());
       for (auto& t : *tables) info.tables.emplace_back(std::move(t.name), t.rows);
+      auto schedules = db->schedules();
+      if (!schedules.isOk()) throw CliError(kExitFailed, schedules.status().message());
+      info.schedules = std::move(*schedules);
     }
   } catch (const CliError& e) {
     info.readable = false;

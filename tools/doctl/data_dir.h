@@ -40,6 +40,7 @@ struct ObjectInfo {
   // Tables with their row counts (nullopt if counting failed, e.g. a virtual table whose
   // module doctl lacks). Only filled with `detail`.
   std::vector<std::pair<std::string, std::optional<int64_t>>> tables;
+  std::vector<dohost::storage::ScheduleRecord> schedules;  // by name; only with `detail`
 };
 
 class DataDir {

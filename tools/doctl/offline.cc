@@ -44,6 +44,29 @@ json failureJson(const dohost::storage::AlarmFailure& f) {
           {"failedAt", f.failedAtMs}};
 }
 
+json scheduleJson(const dohost::storage::ScheduleRecord& r) {
+  json j{{"name", r.name}, {"kind", r.kind}};
+  if (r.kind == "every") j["intervalMs"] = std::stoll(r.spec);
+  if (r.kind == "cron") j["cron"] = r.spec;
+  j["nextRun"] = r.nextMs ? json(*r.nextMs) : json(nullptr);
+  j["scheduledTime"] = r.plannedMs;
+  j["retryCount"] = r.retryCount;
+  j["lastError"] = r.lastError ? json(*r.lastError) : json(nullptr);
+  j["lastErrorAt"] = r.lastErrorMs ? json(*r.lastErrorMs) : json(nullptr);
+  j["payloadBytes"] = r.payload.size();
+  return j;
+}
+
+// "every 30s", "cron */5 * * * *", "once".
+std::string scheduleKindText(const dohost::storage::ScheduleRecord& r) {
+  if (r.kind == "every") {
+    int64_t ms = std::stoll(r.spec);
+    return ms % 1000 == 0 ? fmt::format("every {}s", ms / 1000) : fmt::format("every {}ms", ms);
+  }
+  if (r.kind == "cron") return "cron " + displayBytes(r.spec);
+  return r.kind;
+}
+
 json valueJson(const dohost::SqlValue& value) {
   return std::visit(
       [](const auto& v) -> json {
@@ -169,6 +192,9 @@ int runShow(const GlobalOptions& options, const std::string& className,
       tables.push_back({{"name", name}, {"rows", rows ? json(*rows) : json(nullptr)}});
     }
     j["tables"] = tables;
+    json schedules = json::array();
+    for (const auto& r : info.schedules) schedules.push_back(scheduleJson(r));
+    j["schedules"] = schedules;
     printJson(j);
     return 0;
   }
@@ -195,6 +221,7 @@ int runShow(const GlobalOptions& options, const std::string& className,
     fields.add("last error", displayBytes(f.lastError));
   }
   fields.add("keys", std::to_string(info.keyCount));
+  fields.add("schedules", std::to_string(info.schedules.size()));
   for (const auto& [key, value] : info.meta) {
     if (!shown(key)) fields.add("meta " + displayBytes(key), valueText(value));
   }
@@ -209,6 +236,17 @@ int runShow(const GlobalOptions& options, const std::string& className,
     tables.add({displayBytes(name), rows ? std::to_string(*rows) : "?"});
   }
   tables.print();
+  if (!info.schedules.empty()) {
+    std::fputc('\n', stdout);
+    Table schedules({"SCHEDULE", "KIND", "NEXT RUN", "RETRIES", "LAST ERROR"});
+    for (const auto& r : info.schedules) {
+      std::string next = r.nextMs ? formatTime(*r.nextMs) + " (" + formatRelative(*r.nextMs, now) + ")"
+                                  : "- (given up)";
+      schedules.add({displayBytes(r.name), scheduleKindText(r), next, std::to_string(r.retryCount),
+                     r.lastError ? displayBytes(*r.lastError) : "-"});
+    }
+    schedules.print();
+  }
   return 0;
 }
 

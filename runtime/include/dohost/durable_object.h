@@ -15,6 +15,13 @@ struct AlarmInfo {
   bool isRetry() const { return retryCount > 0; }
 };
 
+// Passed to onSchedule(). scheduledTime is the planned time of the run (a retry keeps it).
+struct ScheduleInfo {
+  TimePoint scheduledTime;
+  int retryCount = 0;  // 0 on the first attempt
+  bool isRetry() const { return retryCount > 0; }
+};
+
 // While an object is active there is exactly one instance per (class, id). The runtime
 // destroys the instance when the object is idle (idle eviction) and constructs a new one with
 // the registered factory when the next event arrives. Anything that must survive belongs in
@@ -43,6 +50,12 @@ class DurableObject {
 
   // The alarm set with storage().setAlarm() is due. Throwing schedules a retry with backoff.
   virtual void alarm(const AlarmInfo& info) {}
+
+  // A schedule set with state.schedule() or state.scheduleEvery() is due. At least once, like
+  // alarm(): throwing rolls the handler's writes back and retries with the alarm's backoff.
+  // `name` and `payload` are valid until return.
+  virtual void onSchedule(std::string_view name, std::string_view payload,
+                          const ScheduleInfo& info) {}
 };
 
 }  // namespace dohost

@@ -40,6 +40,7 @@ struct HostOptions {
   size_t maxQueuedBytesPerSocket = 8 << 20;          // a slower reader is closed with 1008
   size_t maxSocketsPerObject = 32768;                // Cloudflare's limit; more: 503
   size_t maxAttachmentBytes = 16 * 1024;             // Cloudflare's limit
+  size_t maxSchedulesPerObject = 1000;               // named schedules per object; more: throws
   size_t maxRequestBodyBytes = 1 << 20;              // larger HTTP bodies: 413
   size_t maxRequestLineBytes = 8 * 1024;             // longer request lines: 414
   size_t maxHeaderBytes = 32 * 1024;                 // larger header sections: 431

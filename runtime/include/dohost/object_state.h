@@ -29,6 +29,26 @@ struct BroadcastOptions {
   const std::vector<WebSocket>* only = nullptr;
 };
 
+// A named schedule as ObjectState::schedules() lists it.
+struct Schedule {
+  enum class Kind { kOnce, kEvery, kCron };
+  std::string name;
+  Kind kind = Kind::kOnce;
+  Duration interval{0};  // kEvery
+  std::string cron;      // kCron: the expression as given
+  std::string payload;
+  std::optional<TimePoint> nextRun;  // empty: a one-off schedule given up after its retries
+  TimePoint scheduledTime;           // the planned time of the next run (a retry keeps it)
+  int retryCount = 0;                // failed attempts of that run so far
+  std::optional<std::string> lastError;  // of the last failed run, kept after a success
+};
+
+// The bounds of the schedule API; breaking one throws UsageError and stores nothing. The
+// number of schedules per object is the host's max_schedules_per_object (1,000 by default).
+inline constexpr size_t kMaxScheduleNameBytes = 128;  // [A-Za-z0-9_.:-], not empty
+inline constexpr size_t kMaxSchedulePayloadBytes = 16 * 1024;
+inline constexpr Duration kMinScheduleInterval{1000};
+
 // Builds an auto-response when a matching message comes (see setWebSocketAutoResponder).
 using AutoResponder = std::function<std::string(TimePoint now)>;
 
@@ -92,6 +112,28 @@ class ObjectState {
   // memory (it is not evicted while one is pending).
   virtual TimerId setTimeout(Duration delay, std::function<void()> fn) = 0;
   virtual void clearTimeout(TimerId id) = 0;
+
+  // Named schedules, many per object, beside the one alarm of storage().setAlarm(). Each is
+  // stored in the object's database inside the running event's transaction (an event that
+  // fails leaves no trace of it), survives eviction and restarts, and is delivered to
+  // onSchedule(name, payload, info) at least once, retried like alarms. Setting a name again
+  // replaces that schedule. Bad names, payloads, intervals or cron expressions, and a schedule
+  // past the per-object limit, throw UsageError.
+  // Once at `when` (a past time runs as soon as possible), then the schedule is gone.
+  virtual void schedule(std::string_view name, TimePoint when, std::string_view payload = {}) = 0;
+  // Every `interval` (at least kMinScheduleInterval), first at now + interval. The next run is
+  // planned from the previous planned time, so runs do not drift; runs missed while the host
+  // was down are skipped (the overdue one runs once, then the next planned time after now).
+  virtual void scheduleEvery(std::string_view name, Duration interval,
+                             std::string_view payload = {}) = 0;
+  // At the times a five-field cron expression in UTC matches ("*/5 * * * *"); see docs/api.md.
+  virtual void scheduleEvery(std::string_view name, std::string_view cron,
+                             std::string_view payload = {}) = 0;
+  // Removes the schedule; false if there was none. Inside its own onSchedule() it ends a
+  // recurring schedule after this run (if the handler then throws, the cancel rolls back too).
+  virtual bool cancel(std::string_view name) = 0;
+  // Every schedule of the object, by name, as this event sees them.
+  virtual std::vector<Schedule> schedules() = 0;
 
   // Another object of any registered class, by name or by id.
   virtual std::unique_ptr<Stub> stubByName(std::string_view className, std::string_view name) = 0;

@@ -21,6 +21,13 @@ void record(dohost::ObjectState& state, const json& event) {
   state.storage().put("events", log.dump());
 }
 
+// The schedule runs that failed on purpose, by object name: a failed run's writes roll back,
+// so they are kept in the process (lost when the host restarts).
+std::map<std::string, json>& failedScheduleRuns() {
+  static std::map<std::string, json> runs;
+  return runs;
+}
+
 class TestEcho final : public dohost::DurableObject {
  public:
   explicit TestEcho(dohost::ObjectState& state) : state_(state) {
@@ -31,6 +38,15 @@ class TestEcho final : public dohost::DurableObject {
   Response fetch(Request& request) override {
     if (request.path().ends_with("/events")) {
       return Response::json(200, state_.storage().get("events").value_or("[]"));
+    }
+    if (request.path().ends_with("/schedule")) return setSchedule(request);
+    if (request.path().ends_with("/failed-runs")) {
+      json& runs = failedScheduleRuns()[state_.name().value_or("")];
+      return Response::json(200, runs.is_null() ? "[]" : runs.dump());
+    }
+    if (request.path().ends_with("/cancel")) {
+      bool existed = state_.cancel(request.queryParam("name").value_or(""));
+      return Response::json(200, json{{"cancelled", existed}}.dump());
     }
     if (!request.isWebSocketUpgrade()) return Response::text(426, "upgrade required\n");
     if (request.header("x-refuse")) return Response::json(403, R"({"error":"refused"})");
@@ -142,7 +158,44 @@ class TestEcho final : public dohost::DurableObject {
     state_.broadcast(R"({"alarm":true})");
   }
 
+  // Recorded, then a payload "fail" throws (the run is retried with backoff; the record rolls
+  // back, so the failed run is kept in failedScheduleRuns instead).
+  void onSchedule(std::string_view name, std::string_view payload,
+                  const dohost::ScheduleInfo& info) override {
+    record(state_, {{"event", "schedule"}, {"name", std::string(name)},
+                    {"payload", std::string(payload)}, {"retry", info.retryCount},
+                    {"scheduledTime", dohost::toUnixMillis(info.scheduledTime)},
+                    {"at", dohost::toUnixMillis(state_.now())}});
+    state_.broadcast(json{{"schedule", std::string(name)}}.dump());
+    if (payload == "fail") {
+      failedScheduleRuns()[state_.name().value_or("")].push_back(
+          {{"name", std::string(name)}, {"retry", info.retryCount}});
+      throw std::runtime_error("the schedule fails on purpose");
+    }
+  }
+
  private:
+  // POST .../schedule {"name", one of "inMs" / "everyMs" / "cron", "payload"}: 200, or 400 with
+  // the API's error.
+  Response setSchedule(Request& request) {
+    json body = json::parse(request.body(), nullptr, false);
+    if (!body.is_object()) return Response::json(400, R"({"error":"a JSON object please"})");
+    std::string name = body.value("name", "");
+    std::string payload = body.value("payload", "");
+    try {
+      if (body.contains("inMs")) {
+        state_.schedule(name, state_.now() + dohost::Duration(body.value("inMs", 0)), payload);
+      } else if (body.contains("everyMs")) {
+        state_.scheduleEvery(name, dohost::Duration(body.value("everyMs", 0)), payload);
+      } else {
+        state_.scheduleEvery(name, body.value("cron", std::string()), payload);
+      }
+    } catch (const dohost::UsageError& e) {
+      return Response::json(400, json{{"error", e.what()}}.dump());
+    }
+    return Response::json(200, R"({"ok":true})");
+  }
+
   dohost::ObjectState& state_;
 };
 

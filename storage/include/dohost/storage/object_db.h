@@ -6,6 +6,7 @@
 //   _do_meta(key TEXT PRIMARY KEY, value ANY)        class, id, name, alarm, alarm failure,
 //                                                    fencing token (cluster)
 //   _do_kv(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID
+//   _do_schedules(name TEXT PRIMARY KEY, ...)       the object's named schedules (one row each)
 // Keys are compared as bytes (memcmp), which is UTF-8 code point order.
 //
 // Thread: one thread at a time (the loop thread in the host; doctl's thread when read-only).
@@ -64,6 +65,20 @@ struct AlarmFailure {
   int64_t failedAtMs = 0;
 };
 
+// One named schedule as stored in _do_schedules. The runtime interprets kind and spec; the
+// database only keeps the row.
+struct ScheduleRecord {
+  std::string name;
+  std::string kind;     // "once", "every" or "cron"
+  std::string spec;     // every: the interval in milliseconds; cron: the expression; once: ""
+  std::string payload;  // opaque bytes, handed to onSchedule
+  int64_t plannedMs = 0;          // the planned time of the run that is due next
+  std::optional<int64_t> nextMs;  // when it runs (a retry runs after plannedMs); nullopt: given up
+  int retryCount = 0;             // failed attempts of the planned run so far
+  std::optional<std::string> lastError;  // of the last failed run (kept after a success)
+  std::optional<int64_t> lastErrorMs;
+};
+
 class ObjectDatabase {
  public:
   // Opens (creating, unless readOnly) the file and its parent folder, sets WAL mode and the
@@ -90,7 +105,7 @@ class ObjectDatabase {
   Result<int64_t> remove(const std::vector<std::string>& keys);  // how many existed
   Result<std::vector<KvEntry>> list(const ListOptions& options);
   Result<int64_t> keyCount();
-  // Deletes every key, every user table, and the alarm; keeps the identity.
+  // Deletes every key, every user table, the alarm and the schedules; keeps the identity.
   Status deleteAll();
 
   // User SQL: one or more ';'-separated statements; params bind to the last one, whose result
@@ -104,6 +119,15 @@ class ObjectDatabase {
   Status setAlarm(std::optional<int64_t> ms);  // nullopt deletes it (and any failure record)
   Result<std::optional<AlarmFailure>> alarmFailure();
   Status setAlarmFailure(const std::optional<AlarmFailure>& failure);
+
+  // Named schedules, in _do_schedules. A file written before schedules existed has none (a
+  // read-only handle on it reads an empty list).
+  Result<std::vector<ScheduleRecord>> schedules();  // by name
+  Result<std::optional<ScheduleRecord>> schedule(std::string_view name);
+  Status putSchedule(const ScheduleRecord& record);  // inserts or replaces by name
+  Result<bool> removeSchedule(std::string_view name);  // existed?
+  Result<int64_t> scheduleCount();
+  Result<std::optional<int64_t>> nextScheduleMs();  // the earliest nextMs, if any
 
   // The fencing token of the host that owns the object in a cluster (the revision of its
   // ownership key in etcd), in _do_meta "fence_token". The host writes its token in the first
