@@ -28,6 +28,9 @@ struct lws_context;
 struct lws_vhost;
 
 namespace dohost {
+namespace cluster {
+class Relay;
+}
 
 struct Conn;
 
@@ -57,6 +60,9 @@ class Server {
   const HostOptions& options() const { return options_; }
   Runtime& runtime() { return runtime_; }
   size_t connections() const { return conns_.size(); }
+  // The inter-host links and what crosses them; null without a cluster.
+  cluster::Relay* relay() { return relay_.get(); }
+  void feedWebSocket(Conn& c, std::string_view data) { onWebSocketBytes(c, data); }
 
  private:
   Conn* conn(lws* wsi);
@@ -74,6 +80,9 @@ class Server {
   bool parkForOwner(Conn& c, Request& request, const Route& route, bool upgrade,
                     const std::string& accept);
   void resumeParked(lws* wsi, uint64_t serial, Result<OwnerInfo> owner);
+  // Cluster: the parked request goes to the object's owner over the link (cluster/relay.h).
+  void relayParked(Conn& c, const OwnerInfo& owner);
+  void finishRelayedUpgrade(Conn& c, const std::string& accept, uint64_t socket);
   // Writes an HTTP answer the app path produced (or registers a deferred one).
   void answerHttp(Conn& c, Response response);
   void finishUpgrade(Conn& c, Response response, const std::string& accept,
@@ -107,6 +116,14 @@ class Server {
   struct SharedAcceptor;
   std::vector<std::unique_ptr<SharedAcceptor>> shared_;
   void closeSharedListeners();
+  // Cluster: the --peer listener and the links' WebSocket connections (both directions).
+  struct PeerLinks;
+  std::unique_ptr<PeerLinks> peerLinks_;
+  std::unique_ptr<cluster::Relay> relay_;
+  bool startPeerListener(std::string* error);
+
+ public:
+  int onLinkEvent(lws* wsi, int reason, void* in, size_t len);
 };
 
 }  // namespace dohost
