@@ -75,6 +75,10 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
                            "--cluster-lease-ttl", str(TTL), "--cluster-lease-renew", "0.5"])
             h.host_id = f"{prefix}-{i}"
             h.peer_port = peer
+            if os.environ.get("RELAY_LOG"):  # debugging: the hosts' info lines too
+                plain = h.command
+                h.command = lambda plain=plain: [os.environ["RELAY_LOG"] if x == "warn" else x
+                                                 for x in plain()]
             h.stderr_path = os.path.join(self.data, "..", os.path.basename(self.data) + f"-{i}.log")
             self.hosts.append(h)
             out.append(h.start())

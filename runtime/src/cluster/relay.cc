@@ -271,6 +271,8 @@ void Relay::closeLink(Link& l, const std::string& why, LogLevel level) {
   l.out.clear();
   l.outBytes = 0;
   (void)l.coalescer.take();
+  // A dial that never came up (a dead host, tried again while its objects wait) is no news.
+  if (!wasUp && level == LogLevel::kWarn && l.dialed) level = LogLevel::kInfo;
   logLine(level, "relay: link " + std::string(wasUp ? "down" : "closed") +
                      (l.peerId.empty() ? std::string() : " (host " + l.peerId + ")") + ": " + why);
   if (io_) io_->close(l.id);
@@ -304,7 +306,7 @@ void Relay::closeLink(Link& l, const std::string& why, LogLevel level) {
     }
   }
   // Edge: sockets of the peer's objects outlive it.
-  if (!l.peerId.empty() && (wasUp || l.dialed)) ownerGone(l.peerId, why);
+  if (!l.peerId.empty() && (wasUp || l.dialed)) ownerGone(l.peerId, why, !wasUp);
 }
 
 void Relay::linkGone(LinkId id, const std::string& why) {
@@ -433,7 +435,7 @@ void Relay::onFrame(Link& l, LinkFrame frame) {
         } else if constexpr (std::is_same_v<T, Leaving>) {
           logLine(LogLevel::kInfo, "relay: host " + l.peerId + " is leaving the cluster");
           leftHosts_.insert(l.peerId);
-          ownerGone(l.peerId, "it is leaving the cluster");
+          ownerGone(l.peerId, "it is leaving the cluster", false);
         }
       },
       frame);
@@ -665,12 +667,12 @@ void Relay::onMeta(Link& l, const SocketMeta& meta) {
   (void)edge_.applyMeta(l.peerId, meta);  // a late or foreign frame changes nothing
 }
 
-void Relay::ownerGone(const std::string& host, const std::string& why) {
+void Relay::ownerGone(const std::string& host, const std::string& why, bool quiet) {
   std::vector<ObjectKey> objects = edge_.ownerLost(host);
   if (objects.empty()) return;
   size_t sockets = 0;
   for (const ObjectKey& o : objects) sockets += edge_.socketsOf(o).size();
-  logLine(LogLevel::kWarn, "relay: host " + host + " is lost (" + why + "): " +
+  logLine(quiet ? LogLevel::kInfo : LogLevel::kWarn, "relay: host " + host + " is lost (" + why + "): " +
                                std::to_string(sockets) + " relayed sockets of " +
                                std::to_string(objects.size()) +
                                " objects stay open and wait for a new owner");
@@ -726,7 +728,8 @@ void Relay::recover(const ObjectKey& object) {
       return retry();  // its keys are not gone yet
     }
     Link* l = linkTo(owner->hostId, owner->peer);
-    if (l == nullptr) return retry();
+    // Not before the link is up: held messages sent to a host that turns out dead are lost.
+    if (l == nullptr || l->state != LinkState::kUp) return retry();
     std::vector<Reattach> frames = edge_.reattachFramesFor(object, owner->hostId);
     std::vector<SocketMessage> held = edge_.takeHeld(object);
     // The entry stays (with its start time) until every socket is attached again.

@@ -220,7 +220,7 @@ class Relay {
   void onMeta(Link& l, const SocketMeta& meta);
   void onReattach(Link& l, const Reattach& reattach);
   void onReattachResult(Link& l, const ReattachResult& result);
-  void ownerGone(const std::string& host, const std::string& why);
+  void ownerGone(const std::string& host, const std::string& why, bool quiet);
   void startRecovery(const ObjectKey& object, const std::string& lostHost);
   void recover(const ObjectKey& object);
   void adoptHere(const ObjectKey& object);
