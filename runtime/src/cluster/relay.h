@@ -101,7 +101,7 @@ struct RelayOptions {
   size_t maxLinkQueueBytes = 64 << 20;    // a link with more queued is closed (down)
   Duration pingInterval = Duration(1000);
   int missedPingsForDown = 3;
-  Duration handshakeTimeout = Duration(5000);
+  Duration handshakeTimeout = Duration(3000);  // as long as three missed pings
   Duration recoveryTimeout = Duration(30000);  // an ownerless object's sockets wait this long
   Duration recoveryRetry = Duration(250);      // between resolves of an ownerless object
   int maxReattachRefusals = 3;                 // then the client is closed with 1011
