@@ -423,6 +423,7 @@ Server::~Server() {
   runtime_.setWakeHook(nullptr);
   runtime_.inbox().setWake(nullptr);  // no lws call from another thread from here on
   runtime_.setRelay(nullptr);
+  destroying_ = true;
   closeSharedListeners();
   if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
@@ -1312,7 +1313,7 @@ void Server::relayParked(Conn& c, const OwnerInfo& owner) {
   uint64_t serial = c.serial;
   relay_->forward(owner, parked.object, parked.request, parked.upgrade,
                   [this, wsi, serial](cluster::RelayOutcome o) -> cluster::EdgeClient* {
-    Conn* c = conn(wsi);
+    Conn* c = destroying_ ? nullptr : conn(wsi);
     if (c == nullptr || c->serial != serial || !c->parked) return nullptr;  // the client left
     if (o.kind == cluster::RelayOutcome::Kind::kNotOwner) {
       if (!c->parked->relayRetried) {

@@ -108,6 +108,7 @@ class Server {
   std::unordered_map<lws*, std::unique_ptr<Conn>> conns_;
   std::atomic<bool> stopRequested_{false};
   bool stopping_ = false;
+  bool destroying_ = false;  // lws is closing everything: relayed answers find nobody
   uint64_t lastConnSerial_ = 0;
   struct TimerBox;
   std::unique_ptr<TimerBox> timer_;

@@ -256,6 +256,26 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         await on_c.close()
         print(f"\n  owner killed: the edges' sockets reached the survivor after {took:.2f} s (TTL {TTL} s)")
 
+    async def test_when_the_owner_leaves_with_sigterm_its_relayed_sockets_stay_open_and_move(self):
+        a, b = self.start_hosts(2)
+        self.assertEqual(a.http("GET", "testapp", "/o/mover/events")[0], 200)
+        ws = await b.connect("testapp", "/o/mover?tags=t&att=kept")
+        await self.hello_of(ws)
+        await ws.send(json.dumps({"cmd": "put", "key": "k", "value": "v"}))
+        await recv_until(ws, lambda m: m.get("put") == "k")
+        a.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(a.stop(timeout=10), 0)
+        left = time.time()
+        await ws.send(json.dumps({"cmd": "get", "key": "k"}))
+        self.assertEqual((await recv_until(ws, lambda m: "key" in m, timeout=5))["value"], "v")
+        self.assertLess(time.time() - left, 3)
+        await ws.send(json.dumps({"cmd": "attachment"}))
+        self.assertEqual((await recv_until(ws, lambda m: "attachment" in m))["attachment"], "kept")
+        self.assertEqual(self.live_on("mover"), [b])
+        self.assertTrue(ws.open)
+        self.assertEqual([e for e in self.events(b, "mover") if e["event"] == "close"], [])
+        await ws.close()
+
     async def test_a_hostile_peer_is_refused_or_closed_and_nothing_else_breaks(self):
         a, b = self.start_hosts(2)
         url = f"ws://127.0.0.1:{b.peer_port}/"
