@@ -909,10 +909,10 @@ void Server::answerHttp(Conn& c, Response response) {
 
 namespace {
 
-// The interim answer for an object that lives on another host, until requests are relayed.
+// The answer for an object that lives on another host when this one has no relay.
 Response ownedElsewhere(const OwnerInfo& owner) {
   nlohmann::json body{{"error", "the object is served by another host of the cluster; "
-                                "connect to that host (requests are not relayed yet)"},
+                                "connect to that host"},
                       {"owner", owner.hostId}};
   if (!owner.peer.empty()) body["peer"] = owner.peer;
   return Response::json(503, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
