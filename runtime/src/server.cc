@@ -667,6 +667,7 @@ void Server::sweep(TimePoint now) {
   for (lws* wsi : late) {
     Conn* c = conn(wsi);
     if (c == nullptr) continue;
+    c->parked.reset();  // a relayed answer arriving later finds nobody
     if (c->pending) {
       c->pending->clientGone = true;  // a late answer finds nobody
       c->pending.reset();

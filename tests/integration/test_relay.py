@@ -145,6 +145,16 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         await recv_until(ws, lambda m: m.get("ok"))
         await ws.send(json.dumps({"cmd": "attachment"}))
         self.assertEqual((await recv_until(ws, lambda m: "attachment" in m))["attachment"], "second")
+        # Hibernation on the owner: evicted, the relayed socket stays, with its tags and attachment.
+        status, _, _ = a.admin("POST", "/objects/TestEcho/room/evict")
+        self.assertEqual(status, 200)
+        self.assertEqual(self.live_on("room"), [])
+        await ws.send(json.dumps({"cmd": "tags"}))
+        self.assertEqual((await recv_until(ws, lambda m: "tags" in m))["tags"], ["red", "blue"])
+        await ws.send(json.dumps({"cmd": "attachment"}))
+        self.assertEqual((await recv_until(ws, lambda m: "attachment" in m))["attachment"], "second")
+        await ws.send(json.dumps({"cmd": "constructed"}))
+        self.assertEqual((await recv_until(ws, lambda m: "constructed" in m))["constructed"], 2)
         await ws.send(b"\x00\x01binary")
         self.assertEqual(await asyncio.wait_for(ws.recv(), 5), b"\x00\x01binary")
         # Auto-response: answered by the edge, the owner does not see the message.

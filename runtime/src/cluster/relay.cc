@@ -853,10 +853,11 @@ void Relay::onHttpRequest(Link& l, HttpRequest r) {
     send(l, NotOwner{r.stream, ownership_.knownOwner(r.className, r.objectId).value_or("")});
     return;
   }
-  if (r.isUpgrade &&
-      (r.socket == 0 || edgeTagOf(r.socket) != edgeTagFor(l.peerIncarnation) || owned_.count(r.socket))) {
-    logLine(LogLevel::kWarn, "relay: host " + l.peerId + " sent an upgrade with a socket id that "
-                             "is not its own or already in use (refused)");
+  // Ids are unique per edge incarnation (its tag); an edge that registered again keeps its
+  // link, so only an id already in use is refused.
+  if (r.isUpgrade && (r.socket == 0 || owned_.count(r.socket))) {
+    logLine(LogLevel::kWarn, "relay: host " + l.peerId + " sent an upgrade with a socket id "
+                             "already in use (refused)");
     answer(Response::json(400, R"({"error":"bad relayed socket id"})"), 0);
     return;
   }
@@ -933,10 +934,6 @@ void Relay::onReattach(Link& l, const Reattach& r) {
   auto result = [&](bool ok, const std::string& reason) {
     send(l, ReattachResult{r.socket, ok, reason});
   };
-  if (edgeTagOf(r.socket) != edgeTagFor(l.peerIncarnation)) {
-    logLine(LogLevel::kWarn, "relay: host " + l.peerId + " re-attached a socket id that is not its own");
-    return result(false, "the socket id is not the sender's");
-  }
   if (owned_.count(r.socket)) return result(owned_[r.socket]->link == l.id, "socket id in use");
   if (!runtime_.mayRun(r.className, r.objectId)) return result(false, "this host does not own the object");
   ObjectSlot* slot = nullptr;
