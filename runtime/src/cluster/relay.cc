@@ -6,6 +6,7 @@
 
 #include "object_slot.h"
 #include "runtime.h"
+#include "utf8.h"
 
 namespace dohost::cluster {
 
@@ -169,7 +170,31 @@ void Relay::connected(LinkId id) {
 void Relay::send(Link& l, const LinkFrame& frame) {
   if (l.state == LinkState::kClosed) return;
   if (!std::holds_alternative<Send>(frame)) flushSends(l);
+  // What the objects produce (texts, headers, tags) is checked here as the peer's decode
+  // would check it: a frame it refuses would take the whole link down.
+  if (const auto* s = std::get_if<Send>(&frame); s && !s->binary() && !isValidUtf8(s->payload())) {
+    for (SocketId sid : s->sockets) {
+      if (auto it = owned_.find(sid); it != owned_.end() && it->second->record) {
+        it->second->record->state = detail::SocketState::kClosing;
+        it->second->transport->close(1011, "a text message that is not UTF-8");
+      }
+    }
+    return;
+  }
   std::string bytes = encode(frame);
+  if (std::holds_alternative<SocketMeta>(frame) || std::holds_alternative<HttpResponse>(frame)) {
+    if (Result<LinkFrame> back = decode(bytes, options_.limits); !back.isOk()) {
+      logLine(LogLevel::kWarn, "relay: a frame this host built cannot be relayed (" +
+                                   back.status().message() + ")");
+      if (!std::holds_alternative<HttpResponse>(frame)) return;
+      HttpResponse instead;
+      instead.stream = std::get<HttpResponse>(frame).stream;
+      instead.status = 502;
+      instead.headers = {{"content-type", "application/json"}};
+      instead.body = R"({"error":"the object's answer cannot be relayed"})";
+      bytes = encode(instead);
+    }
+  }
   ++frames_[0][static_cast<uint8_t>(kindOf(frame))];
   l.outBytes += bytes.size();
   l.out.push_back(std::move(bytes));
