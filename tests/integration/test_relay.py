@@ -236,9 +236,15 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         await on_b.send(json.dumps({"cmd": "put", "key": "k", "value": "kept"}))
         await recv_until(on_b, lambda m: m.get("put") == "k")
         await recv_until(on_c, lambda m: m.get("put") == "k")
+        self.assertEqual(a.http("GET", "testapp", "/o/flood/events")[0], 200)
+        flood = await c.connect("testapp", "/o/flood")
+        await self.hello_of(flood)
         await asyncio.sleep(0.1)
         a.kill()
         killed = time.time()
+        # More than the hold allows while the object has no host: that client is told to retry.
+        for i in range(300):
+            await flood.send(json.dumps({"cmd": "echo", "n": i}))
         # Sent while the object has no host: held at the edges, then delivered.
         await on_b.send(json.dumps({"cmd": "get", "key": "k"}))
         await on_c.send(json.dumps({"cmd": "attachment"}))
@@ -253,6 +259,8 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
             self.assertEqual((await recv_until(ws, lambda m: "tags" in m))["tags"], tags)
             await ws.send(json.dumps({"cmd": "attachment"}))
             self.assertEqual((await recv_until(ws, lambda m: "attachment" in m))["attachment"], att)
+        await asyncio.wait_for(flood.wait_closed(), 5)
+        self.assertEqual(flood.close_code, 1013)
         await on_b.send(json.dumps({"cmd": "count"}))
         self.assertEqual((await recv_until(on_b, lambda m: "count" in m))["count"], 2)
         owners = self.live_on("phoenix")
