@@ -5,6 +5,12 @@
 // connections are Transports under the runtime's SocketRecords. One timer drives the runtime's
 // deadlines and a once-a-second sweep (keepalive pings, slow requests).
 //
+// In a cluster, one more vhost listens on --peer for the inter-host links (lws' own WebSocket
+// role, protocol "dohost-link"), and the server dials the links the relay asks for on the same
+// loop (PeerLinks, the relay's LinkIo). A request for an object another host owns goes to the
+// relay (cluster/relay.h); an upgrade relayed that way leaves a connection whose socket lives
+// on the owner (Conn::relayed).
+//
 // Other threads reach the loop through the runtime's LoopInbox, which the server drains when
 // lws_cancel_service wakes it (LWS_CALLBACK_EVENT_WAIT_CANCELLED).
 //
