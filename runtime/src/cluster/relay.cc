@@ -408,6 +408,7 @@ void Relay::onFrame(Link& l, LinkFrame frame) {
       }
       l.peerIncarnation = ok->incarnation;
       l.state = LinkState::kUp;
+      supersede(l);
       leftHosts_.erase(l.peerId);
       logLine(LogLevel::kInfo, "relay: link up (host " + l.peerId + ", dialed)");
       return;
@@ -486,11 +487,27 @@ void Relay::onHello(Link& l, const Hello& hello) {
   l.state = LinkState::kUp;
   leftHosts_.erase(l.peerId);
   send(l, HelloOk{ownership_.selfId(), ownership_.incarnation()});
+  supersede(l);
   if (Link* current = byHost_.count(l.peerId) ? link(byHost_[l.peerId]) : nullptr;
       current == nullptr || current->state == LinkState::kClosed) {
     byHost_[l.peerId] = l.id;
   }
   logLine(LogLevel::kInfo, "relay: link up (host " + l.peerId + ", accepted)");
+}
+
+// Links to an earlier life of the same host (it restarted or registered again) are dead even
+// if their connection has not noticed yet.
+void Relay::supersede(Link& l) {
+  std::vector<LinkId> old;
+  for (const auto& [id, other] : links_) {
+    if (id != l.id && other.state == LinkState::kUp && other.peerId == l.peerId &&
+        other.peerIncarnation != l.peerIncarnation) {
+      old.push_back(id);
+    }
+  }
+  for (LinkId id : old) {
+    if (Link* o = link(id)) closeLink(*o, "the host registered again", LogLevel::kInfo);
+  }
 }
 
 // --- Edge ----------------------------------------------------------------------------------------

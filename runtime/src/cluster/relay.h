@@ -211,6 +211,7 @@ class Relay {
   void closeLink(Link& l, const std::string& why, LogLevel level);
   void onFrame(Link& l, LinkFrame frame);
   void onHello(Link& l, const Hello& hello);
+  void supersede(Link& l);
   void onHttpRequest(Link& l, HttpRequest request);
   void onAnswer(Link& l, uint64_t stream, RelayOutcome outcome, SocketId accepted);
   void onSocketMessage(Link& l, SocketMessage message);
