@@ -274,6 +274,34 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         await on_c.close()
         print(f"\n  owner killed: the edges' sockets reached the survivor after {took:.2f} s (TTL {TTL} s)")
 
+    async def test_a_frozen_owner_is_found_out_by_the_links_pings_and_its_relayed_socket_moves(self):
+        a, b = self.start_hosts(2)
+        self.assertEqual(a.http("GET", "testapp", "/o/ice/events")[0], 200)
+        ws = await b.connect("testapp", "/o/ice?att=cold")
+        await self.hello_of(ws)
+        await ws.send(json.dumps({"cmd": "put", "key": "k", "value": "v"}))
+        await recv_until(ws, lambda m: m.get("put") == "k")
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        frozen = time.time()
+        try:
+            deadline = frozen + 6
+            while "pings unanswered" not in b.stderr():
+                self.assertLess(time.time(), deadline)
+                await asyncio.sleep(0.1)
+            noticed = time.time() - frozen
+            # From here on what the client sends is held, then reaches the object's next owner.
+            await ws.send(json.dumps({"cmd": "get", "key": "k"}))
+            self.assertEqual((await recv_until(ws, lambda m: "key" in m, timeout=TTL + 5))["value"], "v")
+            await ws.send(json.dumps({"cmd": "attachment"}))
+            self.assertEqual((await recv_until(ws, lambda m: "attachment" in m))["attachment"], "cold")
+            _, objects = b.admin_json("GET", "/objects?class=TestEcho")  # (a cannot answer)
+            self.assertEqual([o["state"] for o in objects if o.get("name") == "ice"], ["live"])
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        self.assertTrue(ws.open)
+        await ws.close()
+        print(f"\n  frozen owner: link down after {noticed:.2f} s")
+
     async def test_when_the_owner_leaves_with_sigterm_its_relayed_sockets_stay_open_and_move(self):
         a, b = self.start_hosts(2)
         self.assertEqual(a.http("GET", "testapp", "/o/mover/events")[0], 200)
