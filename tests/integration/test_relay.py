@@ -58,6 +58,7 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         self.hosts = []
 
     def tearDown(self):
+        self.etcd.thaw()
         for h in self.hosts:
             h.stop(signal.SIGKILL)
         for h in self.hosts:
@@ -301,6 +302,29 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         self.assertTrue(ws.open)
         await ws.close()
         print(f"\n  frozen owner: link down after {noticed:.2f} s")
+
+    async def test_an_owner_that_fences_itself_leaves_its_relayed_sockets_open_and_they_move(self):
+        a, b = self.start_hosts(2)
+        self.assertEqual(a.http("GET", "testapp", "/o/fence/events")[0], 200)
+        ws = await b.connect("testapp", "/o/fence?att=fenced")
+        await self.hello_of(ws)
+        await ws.send(json.dumps({"cmd": "put", "key": "k", "value": "v"}))
+        await recv_until(ws, lambda m: m.get("put") == "k")
+        self.etcd.freeze()  # every host's renewals fail: each fences itself
+        try:
+            deadline = time.time() + TTL + 3
+            while "left to their edges" not in a.stderr():
+                self.assertLess(time.time(), deadline)
+                await asyncio.sleep(0.1)
+        finally:
+            self.etcd.thaw()
+        # The client saw nothing; once a host owns the object again its messages reach it.
+        await ws.send(json.dumps({"cmd": "get", "key": "k"}))
+        self.assertEqual((await recv_until(ws, lambda m: "key" in m, timeout=15))["value"], "v")
+        await ws.send(json.dumps({"cmd": "attachment"}))
+        self.assertEqual((await recv_until(ws, lambda m: "attachment" in m))["attachment"], "fenced")
+        self.assertTrue(ws.open)
+        await ws.close()
 
     async def test_when_the_owner_leaves_with_sigterm_its_relayed_sockets_stay_open_and_move(self):
         a, b = self.start_hosts(2)

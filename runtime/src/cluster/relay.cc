@@ -377,6 +377,22 @@ void Relay::leaving() {
   owned_.clear();
 }
 
+void Relay::letGo(const std::string& why) {
+  size_t n = owned_.size();
+  for (auto& [sid, o] : owned_) {
+    if (!o->record) continue;
+    if (o->record->transport == o->transport.get()) o->record->transport = nullptr;
+    if (ObjectSlot* slot = o->record->slot) slot->detachSocket(o->record->id);
+  }
+  owned_.clear();
+  for (auto& [id, l] : links_) {
+    if (l.state == LinkState::kUp) send(l, Leaving{ownership_.selfId()});
+  }
+  logLine(LogLevel::kWarn, "relay: " + why + ": " + std::to_string(n) +
+                               " relayed sockets are left to their edges, which re-attach them "
+                               "to the objects' next owners");
+}
+
 // --- Receiving ------------------------------------------------------------------------------------
 
 void Relay::received(LinkId id, std::string_view bytes) {
@@ -767,7 +783,8 @@ void Relay::recover(const ObjectKey& object) {
       return adoptHere(object);
     }
     if (owner->hostId == it->second.lostHost && leftHosts_.count(owner->hostId)) {
-      return retry();  // its keys are not gone yet
+      if (!it->second.leftToken) it->second.leftToken = owner->token;
+      if (owner->token == *it->second.leftToken) return retry();  // its keys are not gone yet
     }
     Link* l = linkTo(owner->hostId, owner->peer);
     // Not before the link is up: held messages sent to a host that turns out dead are lost.

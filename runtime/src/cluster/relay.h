@@ -145,6 +145,10 @@ class Relay {
   void tick(TimePoint now);                        // once a second: pings, timeouts, recovery
   // SIGTERM: tells every peer (Leaving) and lets go of the relayed sockets without a close.
   void leaving();
+  // The host stopped serving every object (self-fence): the relayed sockets leave their
+  // objects without a close and every peer hears Leaving, so the edges keep them open and
+  // re-attach them to the objects' next owners. The links stay up.
+  void letGo(const std::string& why);
 
   // --- Edge --------------------------------------------------------------------------------
   // Relays `request` for `object` to `owner`. An upgrade names the socket id it will get.
@@ -201,6 +205,9 @@ class Relay {
     TimePoint since;
     std::string lostHost;
     bool scheduled = false;
+    // The claim the lost host held, as the first resolve after its Leaving saw it: the same
+    // host with another token has claimed the object afresh (it registered again).
+    std::optional<int64_t> leftToken;
   };
 
   Link* link(LinkId id);
