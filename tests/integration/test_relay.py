@@ -243,6 +243,9 @@ class RelayTest(unittest.IsolatedAsyncioTestCase):
         await asyncio.sleep(0.1)
         a.kill()
         killed = time.time()
+        # An HTTP request for the dead host's object, before its lease is gone: 503, retry.
+        status, headers, _ = b.http("GET", "testapp", "/o/flood/events")
+        self.assertEqual((status, headers.get("retry-after")), (503, "1"))
         # More than the hold allows while the object has no host: that client is told to retry.
         for i in range(300):
             await flood.send(json.dumps({"cmd": "echo", "n": i}))
