@@ -7,6 +7,7 @@
 
 #include "admin_inspect.h"
 #include "cluster/cluster_node.h"
+#include "cluster/relay.h"
 #include "dashboard.h"
 #include "dohost/json.h"
 #include "dohost/object_id.h"
@@ -220,6 +221,29 @@ std::string prometheusMetrics(Runtime& rt) {
            "Times this host stopped serving because its lease could not be renewed.",
            node->selfFences());
   }
+  if (const cluster::Relay* relay = rt.relay()) {
+    out += "# HELP dohost_relay_frames_total Frames on the inter-host links, by direction and kind.\n"
+           "# TYPE dohost_relay_frames_total counter\n";
+    const auto& counts = relay->frameCounts();
+    for (int dir = 0; dir < 2; ++dir) {
+      for (uint8_t k = 1; k <= cluster::kLinkKindCount; ++k) {
+        if (counts[dir][k] == 0) continue;
+        out += std::string("dohost_relay_frames_total{direction=\"") + (dir == 0 ? "out" : "in") +
+               "\",kind=\"" + cluster::kindName(static_cast<cluster::LinkKind>(k)) + "\"} " +
+               std::to_string(counts[dir][k]) + "\n";
+      }
+    }
+    out += "# HELP dohost_relay_links_up Inter-host links up.\n# TYPE dohost_relay_links_up gauge\n"
+           "dohost_relay_links_up " + std::to_string(relay->linksUp()) + "\n";
+    size_t edge = 0, owned = 0;
+    for (const auto& [h, n] : relay->edgeSocketsByOwner()) edge += n;
+    for (const auto& [h, n] : relay->ownedSocketsByEdge()) owned += n;
+    out += "# HELP dohost_relay_sockets Relayed WebSockets: held here for objects of other hosts "
+           "(edge), or held by other hosts for objects here (owner).\n"
+           "# TYPE dohost_relay_sockets gauge\n"
+           "dohost_relay_sockets{role=\"edge\"} " + std::to_string(edge) + "\n"
+           "dohost_relay_sockets{role=\"owner\"} " + std::to_string(owned) + "\n";
+  }
   return out;
 }
 
@@ -232,9 +256,20 @@ Response clusterJson(Runtime& rt) {
     return Response::json(404, jsonError("this host is not part of a cluster (no --cluster)"));
   }
   cluster::ClusterView v = node->view();
+  std::map<std::string, size_t> edgeSockets, ownedSockets;
+  if (const cluster::Relay* relay = rt.relay()) {
+    edgeSockets = relay->edgeSocketsByOwner();
+    ownedSockets = relay->ownedSocketsByEdge();
+  }
+  auto count = [](const std::map<std::string, size_t>& m, const std::string& host) {
+    auto it = m.find(host);
+    return it == m.end() ? size_t{0} : it->second;
+  };
   json hosts = json::array();
   for (const cluster::ClusterView::Host& h : v.hosts) {
     hosts.push_back({{"id", h.hostId},
+                     {"relayedSockets", count(edgeSockets, h.hostId)},
+                     {"relayedSocketsIn", count(ownedSockets, h.hostId)},
                      {"addr", h.addr},
                      {"peer", h.peer},
                      {"lease", h.lease},

@@ -232,7 +232,7 @@ void applyConfig(const toml::table& t, HostOptions& o) {
   };
   std::set<std::string> known = {"data",       "admin",   "admin_token", "log_level", "log_format",
                                  "durability", "plugins", "apps",        "cluster",   "host_id",
-                                 "peer"};
+                                 "peer",       "cluster_token"};
   for (const NumberSetting& s : kNumberSettings) known.insert(s.key);
   for (const auto& [k, v] : t) {
     if (!known.count(std::string(k.str()))) {
@@ -268,6 +268,7 @@ void applyConfig(const toml::table& t, HostOptions& o) {
   }
   str("host_id", o.hostId);
   str("peer", o.peer);
+  str("cluster_token", o.clusterToken);
   if (auto v = t["log_level"].value<std::string>()) {
     LogLevel level;
     if (!parseLogLevel(*v, &level)) throw ConfigError("config: log_level must be debug, info, warn, error or off");
@@ -336,6 +337,9 @@ namespace {
 void applyEnvironment(const Registry& registry, HostOptions& o) {
   if (const char* token = std::getenv("DOHOST_ADMIN_TOKEN"); token && o.adminToken.empty()) {
     o.adminToken = token;
+  }
+  if (const char* token = std::getenv("DOHOST_CLUSTER_TOKEN"); token && o.clusterToken.empty()) {
+    o.clusterToken = token;
   }
   for (const AppInfo& app : registry.apps()) {
     AppSettings& s = o.appSettings[app.name];
@@ -480,7 +484,8 @@ int runHost(const HostOptions& options, const Registry& registry) {
 
 int hostMain(int argc, char** argv, Registry& registry) {
   CLI::App cli{"dohost: hosts Durable Objects with their SQLite storage and WebSockets"};
-  std::string configPath, dataDir, admin, logLevel, logFormat, clusterUrls, hostId, peer;
+  std::string configPath, dataDir, admin, logLevel, logFormat, clusterUrls, hostId, peer,
+      clusterToken;
   std::vector<std::string> appFlags, plugins;
   cli.add_option("--config", configPath, "TOML config file (dohost.toml)");
   cli.add_option("--data", dataDir, "data folder (default ./data)");
@@ -492,6 +497,8 @@ int hostMain(int argc, char** argv, Registry& registry) {
   cli.add_option("--cluster", clusterUrls, "etcd endpoints ETCD_URL[,ETCD_URL...]: join a cluster");
   cli.add_option("--host-id", hostId, "cluster: this host's name, unique in the cluster");
   cli.add_option("--peer", peer, "cluster: HOST:PORT where other hosts reach this one");
+  cli.add_option("--cluster-token", clusterToken,
+                 "cluster: the secret every host's links present (or DOHOST_CLUSTER_TOKEN)");
   std::map<const NumberSetting*, std::string> numberFlags;
   for (const NumberSetting& s : kNumberSettings) {
     cli.add_option_function<std::string>(flagOf(s.key),
@@ -514,6 +521,7 @@ int hostMain(int argc, char** argv, Registry& registry) {
     if (!clusterUrls.empty()) o.clusterEndpoints = parseEndpoints("--cluster", clusterUrls);
     if (!hostId.empty()) o.hostId = hostId;
     if (!peer.empty()) o.peer = peer;
+    if (!clusterToken.empty()) o.clusterToken = clusterToken;
     for (const auto& [s, text] : numberFlags) {
       assign(o, *s, parseSetting(flagOf(s->key), text, s->range));
     }

@@ -61,6 +61,9 @@ class Transport {
   virtual SendResult send(const FramePtr& frame) = 0;
   virtual void close(int code, const std::string& reason) = 0;
   virtual size_t queuedBytes() const = 0;
+  // The socket's tags, attachment or its object's auto-response changed (a relayed socket's
+  // edge keeps a copy of them).
+  virtual void metaChanged() {}
 };
 
 enum class SocketState { kOpen, kClosing, kClosed };

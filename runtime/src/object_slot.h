@@ -84,6 +84,8 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   void releaseSocket(uint64_t id);
   void addSocket(const std::shared_ptr<detail::SocketRecord>& socket);
   std::optional<std::string> autoResponseFor(std::string_view message) const;
+  // The auto-response pair, when it is a fixed one (not a responder function).
+  std::optional<std::pair<std::string, std::string>> autoResponsePair() const;
   TimePoint lastActivity() const { return lastActivity_; }
   std::optional<TimerQueue::Id>& idleTimer() { return idleTimer_; }
   int64_t storageBytes();

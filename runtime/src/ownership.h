@@ -44,6 +44,12 @@ class Ownership {
   // The owner's host id as last seen (this host's claims, then the placement cache), no etcd.
   virtual std::optional<std::string> knownOwner(const std::string& className,
                                                 const std::string& id) const = 0;
+  // Drops what this host remembers of another host's ownership of the object (the owner said
+  // it is not the owner): the next resolve asks etcd.
+  virtual void dropCached(const std::string& className, const std::string& id) {
+    (void)className;
+    (void)id;
+  }
 };
 
 }  // namespace dohost

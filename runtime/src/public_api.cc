@@ -118,6 +118,7 @@ void WebSocket::serializeAttachment(std::string_view bytes) {
   }
   r.attachment.assign(bytes);
   r.hasAttachment = true;
+  if (r.transport) r.transport->metaChanged();
 }
 
 std::optional<std::string> WebSocket::deserializeAttachment() const {

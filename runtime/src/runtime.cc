@@ -3,6 +3,7 @@
 #include "dohost/errors.h"
 #include "dohost/log.h"
 #include "dohost/object_id.h"
+#include "cluster/relay.h"
 #include "object_slot.h"
 
 namespace dohost {
@@ -209,6 +210,8 @@ void Runtime::stopServing(ObjectSlot& slot, const std::string& why) {
 }
 
 void Runtime::dropAllClaims(const std::string& why) {
+  // Sockets other hosts relay to objects here stay open there and move to the next owners.
+  if (relay_) relay_->letGo(why);
   size_t live = 0, sockets = 0;
   for (ObjectSlot* slot : slots()) {
     if (slot->inEvent()) continue;  // never: the loop is between events here

@@ -25,6 +25,9 @@
 #include "timer_queue.h"
 
 namespace dohost {
+namespace cluster {
+class Relay;
+}
 
 using namespace std::chrono_literals;
 
@@ -110,6 +113,9 @@ class Runtime {
   // Set before the loop runs; with one, rescans of the alarm index start.
   void setOwnership(Ownership* ownership);
   Ownership* ownership() const { return ownership_; }
+  // The inter-host links (set by the server in a cluster), for the admin API.
+  void setRelay(cluster::Relay* relay) { relay_ = relay; }
+  const cluster::Relay* relay() const { return relay_; }
   // Whether an event for the object may start now: no cluster, or this host holds its claim.
   bool mayRun(const std::string& className, const std::string& id) const {
     return ownership_ == nullptr || ownership_->claimToken(className, id).has_value();
@@ -206,6 +212,7 @@ class Runtime {
   bool shuttingDown_ = false;
   LoopInbox inbox_;
   Ownership* ownership_ = nullptr;
+  cluster::Relay* relay_ = nullptr;
   int64_t fencingRefusals_ = 0;
   Scheduler scheduler_{*this};  // after timers_ and slots_ (its timers call into both)
 };

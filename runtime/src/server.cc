@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "admin.h"
+#include "cluster/relay.h"
 #include "dohost/log.h"
 #include "frame_queue.h"
 #include "http_parser.h"
@@ -38,7 +39,7 @@ constexpr int kDeferredAnswerSeconds = 600;
 // One client connection. libwebsockets gives us its bytes (a raw socket: TCP, or TLS it has
 // decrypted) and writes ours; the HTTP/1.1 requests on it and, after an upgrade, its WebSocket
 // are read and answered here.
-struct Conn final : detail::Transport, ws::FrameSink {
+struct Conn final : cluster::EdgeClient, ws::FrameSink {
   Server* server = nullptr;
   lws* wsi = nullptr;
   Listener* listener = nullptr;
@@ -60,6 +61,7 @@ struct Conn final : detail::Transport, ws::FrameSink {
 
   // WebSocket
   std::shared_ptr<detail::SocketRecord> record;
+  cluster::SocketId relayed = 0;  // a socket of an object another host owns (no record here)
   bool established = false;
   std::unique_ptr<ws::FrameReader> reader;
   FrameQueue outbox;
@@ -85,6 +87,7 @@ struct Conn final : detail::Transport, ws::FrameSink {
     bool upgrade = false;
     std::string accept;  // the upgrade's Sec-WebSocket-Accept
     std::unique_ptr<detail::UpgradeContext> upgradeContext;
+    bool relayRetried = false;  // the owner said NotOwner once; the next one is a 503
   };
   std::unique_ptr<Parked> parked;
 
@@ -118,6 +121,20 @@ struct Conn final : detail::Transport, ws::FrameSink {
   }
 
   size_t queuedBytes() const override { return queued; }
+
+  // The object of this relayed socket is now served here (cluster::Relay::adoptHere).
+  void adoptLocal(std::shared_ptr<detail::SocketRecord> r) override {
+    relayed = 0;
+    record = std::move(r);
+    record->transport = this;
+    if (closing) record->state = detail::SocketState::kClosing;
+  }
+  // The relay knows the socket now: what the client sent behind its handshake is read.
+  void relayReady() override {
+    std::string rest = std::move(in);
+    in = std::string();
+    if (!rest.empty()) server->feedWebSocket(*this, rest);
+  }
 
   bool writeRaw(std::string_view bytes) {
     auto* p = reinterpret_cast<unsigned char*>(const_cast<char*>(bytes.data()));
@@ -154,7 +171,12 @@ struct Conn final : detail::Transport, ws::FrameSink {
 
   // ws::FrameSink: what the client's frames mean.
   void onMessage(bool binary, std::string data) override {
-    if (closing || !record) return;
+    if (closing) return;
+    if (relayed != 0) {
+      if (cluster::Relay* relay = server->relay()) relay->clientMessage(relayed, Message{binary, std::move(data)});
+      return;
+    }
+    if (!record) return;
     server->runtime().onMessage(record, Message{binary, std::move(data)});
   }
   void onPing(std::string_view payload) override {
@@ -193,6 +215,101 @@ struct Server::SharedAcceptor {
   int fd = -1;
   lws_vhost* vhost = nullptr;
   bool tls = false;
+};
+
+// The connections under the relay's links. A link's connection is found by its wsi; a dial's
+// wsi is known once lws_client_connect_via_info returns (a failure reported from inside that
+// call is noted in `dialFailed`).
+struct Server::PeerLinks final : cluster::LinkIo {
+  struct Wire {
+    cluster::LinkId id = 0;
+    lws* wsi = nullptr;
+    bool established = false;
+    bool closing = false;
+    TimePoint closingSince{};
+    std::string rx;  // the message being received
+    std::string host;
+  };
+  Server* server = nullptr;
+  lws_context* context = nullptr;
+  lws_vhost* vhost = nullptr;
+  std::map<cluster::LinkId, std::unique_ptr<Wire>> wires;
+  std::unordered_map<lws*, Wire*> byWsi;
+  bool inDial = false;
+  bool dialFailed = false;
+  std::string scratch;
+
+  Wire* find(cluster::LinkId id) {
+    auto it = wires.find(id);
+    return it == wires.end() ? nullptr : it->second.get();
+  }
+  Wire* find(lws* wsi) {
+    auto it = byWsi.find(wsi);
+    return it == byWsi.end() ? nullptr : it->second;
+  }
+
+  bool dial(cluster::LinkId id, const std::string& peer) override {
+    size_t colon = peer.rfind(':');
+    if (colon == std::string::npos || vhost == nullptr) return false;
+    auto w = std::make_unique<Wire>();
+    w->id = id;
+    w->host = peer.substr(0, colon);
+    int port = std::atoi(peer.c_str() + colon + 1);
+    lws_client_connect_info info{};
+    info.context = context;
+    info.vhost = vhost;
+    info.address = w->host.c_str();
+    info.port = port;
+    info.path = "/";
+    info.host = w->host.c_str();
+    info.origin = w->host.c_str();
+    info.protocol = "dohost-link";
+    info.local_protocol_name = "dohost-link";  // kLinkProtocols
+    inDial = true;
+    dialFailed = false;
+    lws* wsi = lws_client_connect_via_info(&info);
+    inDial = false;
+    if (wsi == nullptr || dialFailed) return false;
+    w->wsi = wsi;
+    byWsi[wsi] = w.get();
+    wires[id] = std::move(w);
+    return true;
+  }
+
+  void wantWrite(cluster::LinkId id) override {
+    Wire* w = find(id);
+    if (w != nullptr && w->established) lws_callback_on_writable(w->wsi);
+  }
+
+  void close(cluster::LinkId id) override {
+    Wire* w = find(id);
+    if (w == nullptr || w->closing) return;
+    w->closing = true;
+    w->closingSince = server->runtime().clock().now();
+    if (w->established) lws_callback_on_writable(w->wsi);  // the write callback closes it
+  }
+
+  // lws is done with the connection: the relay hears of it once.
+  void gone(lws* wsi, const std::string& why) {
+    Wire* w = find(wsi);
+    if (w == nullptr) {
+      if (inDial) dialFailed = true;
+      return;
+    }
+    cluster::LinkId id = w->id;
+    byWsi.erase(wsi);
+    wires.erase(id);
+    if (server->relay()) server->relay()->linkGone(id, why);
+  }
+
+  // Connections asked to close that lws has not closed yet (a dial still connecting).
+  void sweep(TimePoint now) {
+    std::vector<lws*> late;
+    for (auto& [id, w] : wires) {
+      if (w->closing && now - w->closingSince >= Duration(1000)) late.push_back(w->wsi);
+    }
+    for (lws* wsi : late) lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+  }
 };
 
 namespace {
@@ -243,6 +360,28 @@ const lws_protocols kProtocols[] = {
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
 
+// The inter-host links: WebSockets lws reads and writes itself (both roles), one link frame
+// per message (cluster/link_protocol.h).
+int linkTrampoline(lws* wsi, lws_callback_reasons reason, void* user, void* in, size_t len) noexcept {
+  lws_context* ctx = lws_get_context(wsi);
+  auto* server = ctx ? static_cast<Server*>(lws_context_user(ctx)) : nullptr;
+  if (server == nullptr) return lws_callback_http_dummy(wsi, reason, user, in, len);
+  try {
+    int r = server->onLinkEvent(wsi, reason, in, len);
+    if (r == INT32_MIN) return lws_callback_http_dummy(wsi, reason, user, in, len);
+    return r;
+  } catch (const std::exception& e) {
+    logLine(LogLevel::kError, std::string("link callback failed: ") + e.what());
+    return -1;
+  }
+}
+
+constexpr const char* kLinkProtocol = "dohost-link";
+const lws_protocols kLinkProtocols[] = {
+    {kLinkProtocol, linkTrampoline, 0, 64 * 1024, 0, nullptr, 0},
+    {nullptr, nullptr, 0, 0, 0, nullptr, 0},
+};
+
 // Header values an app sets must not end the header early.
 std::string headerValue(std::string_view v) {
   std::string out(v);
@@ -283,6 +422,8 @@ Server::~Server() {
   // below schedule, Runtime::shutdown finishes).
   runtime_.setWakeHook(nullptr);
   runtime_.inbox().setWake(nullptr);  // no lws call from another thread from here on
+  runtime_.setRelay(nullptr);
+  destroying_ = true;
   closeSharedListeners();
   if (loop_ != nullptr) ev_timer_stop(static_cast<struct ev_loop*>(loop_), &timer_->timer);
   if (context_) {
@@ -425,6 +566,9 @@ bool Server::start(std::string* error) {
   auto admin = std::make_unique<Listener>();
   admin->options = options_.admin;
   if (!add(std::move(admin))) return false;
+  if (runtime_.ownership() != nullptr && !options_.peer.empty() && !startPeerListener(error)) {
+    return false;
+  }
 
   ev_init(&timer_->timer, [](struct ev_loop*, ev_timer* w, int) {
     // The ev_timer is a member of TimerBox; step back to the box.
@@ -508,12 +652,14 @@ void Server::sweep(TimePoint now) {
       }
       continue;
     }
-    if (c->closingTcp || c->record) continue;
+    if (c->closingTcp || c->record || c->relayed) continue;
     if ((c->requestSince && now - *c->requestSince >= requestTimeout) ||
         (c->pendingSince && now - *c->pendingSince >= Duration(kDeferredAnswerSeconds * 1000))) {
       late.push_back(wsi);
     }
   }
+  if (relay_) relay_->tick(now);
+  if (peerLinks_) peerLinks_->sweep(now);
   // lws' own timeouts (lws_set_timeout) do not fire reliably on a foreign libev loop in 4.1:
   // the sweep closes connections itself. Closing calls back into connectionGone.
   for (lws* wsi : gone) {
@@ -522,6 +668,7 @@ void Server::sweep(TimePoint now) {
   for (lws* wsi : late) {
     Conn* c = conn(wsi);
     if (c == nullptr) continue;
+    c->parked.reset();  // a relayed answer arriving later finds nobody
     if (c->pending) {
       c->pending->clientGone = true;  // a late answer finds nobody
       c->pending.reset();
@@ -569,8 +716,11 @@ void Server::beginShutdown() {
   // Stop accepting, then close every WebSocket with 1001 and let the close frames go out.
   // In a cluster 1012 (service restart): the object is served on by another host.
   bool clustered = runtime_.ownership() != nullptr;
+  // Relayed sockets of this host's objects stay open at their edges, which re-attach them to
+  // the objects' next owners.
+  if (relay_) relay_->leaving();
   for (auto& [wsi, c] : conns_) {
-    if (c->record && c->established) {
+    if ((c->record || c->relayed) && c->established) {
       c->close(clustered ? 1012 : 1001, clustered ? "host leaving the cluster; reconnect"
                                                   : "server shutting down");
     }
@@ -578,7 +728,10 @@ void Server::beginShutdown() {
   TimePoint deadline = SystemClock().now() + Duration(2000);
   while (SystemClock().now() < deadline) {
     bool anyWs = false;
-    for (auto& [wsi, c] : conns_) anyWs = anyWs || (c->record != nullptr);
+    for (auto& [wsi, c] : conns_) anyWs = anyWs || c->record != nullptr || c->relayed != 0;
+    if (peerLinks_) {
+      for (auto& [id, w] : peerLinks_->wires) anyWs = anyWs || relay_->linkQueuedBytes(id) > 0;
+    }
     if (!anyWs) break;
     if (!serviceOnce(false)) break;
     usleep(2000);
@@ -758,10 +911,10 @@ void Server::answerHttp(Conn& c, Response response) {
 
 namespace {
 
-// The interim answer for an object that lives on another host, until requests are relayed.
+// The answer for an object that lives on another host when this one has no relay.
 Response ownedElsewhere(const OwnerInfo& owner) {
   nlohmann::json body{{"error", "the object is served by another host of the cluster; "
-                                "connect to that host (requests are not relayed yet)"},
+                                "connect to that host"},
                       {"owner", owner.hostId}};
   if (!owner.peer.empty()) body["peer"] = owner.peer;
   return Response::json(503, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
@@ -808,6 +961,10 @@ void Server::resumeParked(lws* wsi, uint64_t serial, Result<OwnerInfo> owner) {
     logLine(LogLevel::kWarn, "cluster: a request waited in vain: " + owner.status().message(),
             parked->object.className, parked->object.id);
     response = clusterUnavailable(owner.status());
+  } else if (!owner->local && relay_) {
+    c->parked = std::move(parked);
+    relayParked(*c, *owner);
+    return;
   } else if (!owner->local) {
     response = ownedElsewhere(*owner);
   } else {
@@ -1014,7 +1171,7 @@ int Server::onEvent(lws* wsi, int reason, void* in, size_t len) {
 }
 
 void Server::connectionGone(lws* wsi, Conn& c) {
-  if (c.record) {
+  if (c.record || c.relayed) {
     onClosed(wsi, c);
     return;
   }
@@ -1034,9 +1191,179 @@ void Server::onClosed(lws* wsi, Conn& c) {
     info = CloseInfo{1006, "WebSocket disconnected without sending Close frame.", false};
   }
   if (record) record->transport = nullptr;
+  cluster::SocketId relayed = c.relayed;
   dropConn(wsi);
+  if (relayed != 0 && relay_) relay_->clientClosed(relayed, info);
   // After an error the object already has (or is about to get) its one webSocketError event.
   if (record && !errorReported) runtime_.onClose(record, std::move(info));
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Cluster: the relay
+
+bool Server::startPeerListener(std::string* error) {
+  size_t colon = options_.peer.rfind(':');
+  std::string host = colon == std::string::npos ? options_.peer : options_.peer.substr(0, colon);
+  int port = colon == std::string::npos ? 0 : std::atoi(options_.peer.c_str() + colon + 1);
+  lws_context_creation_info v{};
+  v.port = port;
+  v.iface = host.c_str();
+  v.protocols = kLinkProtocols;
+  v.vhost_name = "peer";
+  v.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND | LWS_SERVER_OPTION_DISABLE_IPV6;
+  v.timeout_secs = 10;
+  lws_vhost* vhost = lws_create_vhost(context_, &v);
+  if (vhost == nullptr) {
+    *error = "cannot listen on " + options_.peer + " for the inter-host link (--peer)";
+    return false;
+  }
+  peerLinks_ = std::make_unique<PeerLinks>();
+  peerLinks_->server = this;
+  peerLinks_->context = context_;
+  peerLinks_->vhost = vhost;
+  cluster::RelayOptions ro;
+  ro.clusterToken = options_.clusterToken;
+  ro.limits.maxBodyBytes = std::max(options_.maxRequestBodyBytes, ro.limits.maxBodyBytes);
+  ro.limits.maxPayloadBytes = std::max(options_.maxMessageBytes, ro.limits.maxPayloadBytes);
+  ro.limits.maxAttachmentBytes = std::max(options_.maxAttachmentBytes, ro.limits.maxAttachmentBytes);
+  ro.limits.maxFrameBytes = std::max(ro.limits.maxFrameBytes,
+                                     2 * std::max(ro.limits.maxBodyBytes, ro.limits.maxPayloadBytes));
+  relay_ = std::make_unique<cluster::Relay>(runtime_, *runtime_.ownership(), std::move(ro));
+  relay_->setIo(peerLinks_.get());
+  runtime_.setRelay(relay_.get());
+  logLine(LogLevel::kInfo, "listening on ws://" + options_.peer + " (inter-host link)");
+  return true;
+}
+
+int Server::onLinkEvent(lws* wsi, int reason, void* in, size_t len) {
+  if (!peerLinks_ || !relay_) return onEvent(wsi, reason, in, len);
+  PeerLinks& links = *peerLinks_;
+  switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: {
+      auto w = std::make_unique<PeerLinks::Wire>();
+      w->wsi = wsi;
+      w->established = true;
+      w->id = relay_->accepted();
+      links.byWsi[wsi] = w.get();
+      links.wires[w->id] = std::move(w);
+      return 0;
+    }
+    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
+      PeerLinks::Wire* w = links.find(wsi);
+      if (w == nullptr) return -1;
+      w->established = true;
+      relay_->connected(w->id);
+      lws_callback_on_writable(wsi);
+      return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+      PeerLinks::Wire* w = links.find(wsi);
+      if (w == nullptr || w->closing) return w == nullptr ? -1 : 0;
+      w->rx.append(static_cast<const char*>(in), len);
+      if (w->rx.size() > relay_->options().limits.maxFrameBytes) {
+        logLine(LogLevel::kWarn, "relay: a link message passed " +
+                                     std::to_string(relay_->options().limits.maxFrameBytes) +
+                                     " bytes; the link is closed");
+        return -1;
+      }
+      if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
+        std::string message = std::move(w->rx);
+        w->rx = std::string();
+        cluster::LinkId id = w->id;
+        relay_->received(id, message);  // may close the link (and so forget `w`)
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE: {
+      PeerLinks::Wire* w = links.find(wsi);
+      if (w == nullptr || w->closing) return -1;
+      if (lws_partial_buffered(wsi)) {
+        lws_callback_on_writable(wsi);
+        return 0;
+      }
+      std::string message;
+      if (!relay_->nextOutgoing(w->id, &message)) return 0;
+      links.scratch.resize(LWS_PRE + message.size());
+      std::memcpy(links.scratch.data() + LWS_PRE, message.data(), message.size());
+      auto* p = reinterpret_cast<unsigned char*>(links.scratch.data() + LWS_PRE);
+      if (lws_write(wsi, p, message.size(), LWS_WRITE_BINARY) < 0) return -1;
+      lws_callback_on_writable(wsi);  // the next frame, or nothing
+      return 0;
+    }
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+      links.gone(wsi, std::string("cannot connect: ") +
+                          (in != nullptr ? std::string(static_cast<const char*>(in), strnlen(static_cast<const char*>(in), len ? len : 256)) : "error"));
+      return 0;
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+      links.gone(wsi, "connection closed");
+      return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+      links.gone(wsi, "connection closed");
+      return 0;
+    default:
+      return onEvent(wsi, reason, in, len);
+  }
+}
+
+void Server::relayParked(Conn& c, const OwnerInfo& owner) {
+  Conn::Parked& parked = *c.parked;
+  lws* wsi = c.wsi;
+  uint64_t serial = c.serial;
+  relay_->forward(owner, parked.object, parked.request, parked.upgrade,
+                  [this, wsi, serial](cluster::RelayOutcome o) -> cluster::EdgeClient* {
+    Conn* c = destroying_ ? nullptr : conn(wsi);
+    if (c == nullptr || c->serial != serial || !c->parked) return nullptr;  // the client left
+    if (o.kind == cluster::RelayOutcome::Kind::kNotOwner) {
+      if (!c->parked->relayRetried) {
+        // The owner moved: look it up again (etcd), once; it may be this host now.
+        c->parked->relayRetried = true;
+        const ObjectRef& ref = c->parked->object;
+        runtime_.acquire(ref.className, ref.id, [this, wsi, serial](Result<OwnerInfo> owner) {
+          resumeParked(wsi, serial, std::move(owner));
+        });
+        return nullptr;
+      }
+      o.response = Response::json(503, jsonError("the object's owner moved; try again"))
+                       .setHeader("retry-after", "1");
+    }
+    std::unique_ptr<Conn::Parked> parked = std::move(c->parked);
+    if (parked->upgrade) {
+      if (o.response.status() == 101 && o.socket != 0) {
+        finishRelayedUpgrade(*c, parked->accept, o.socket);
+        return c;
+      }
+      c->in.clear();
+      writeHttpResponse(*c, o.response);
+      return nullptr;
+    }
+    c->pendingSince.reset();
+    answerHttp(*c, std::move(o.response));
+    if (!c->pending && !c->response) {
+      // Requests pipelined behind it, once this callback is over.
+      runtime_.defer([this, wsi, serial] {
+        Conn* cc = conn(wsi);
+        if (cc != nullptr && cc->serial == serial && !cc->parked) processHttp(*cc);
+      });
+    }
+    return nullptr;
+  });
+}
+
+// The owner's object accepted the upgrade: 101 to the client, whose connection is now the
+// edge's end of a relayed socket.
+void Server::finishRelayedUpgrade(Conn& c, const std::string& accept, uint64_t socket) {
+  c.writeRaw("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+             "sec-websocket-accept: " + accept + "\r\n\r\n");
+  c.relayed = socket;
+  c.requestSince.reset();
+  c.established = true;
+  c.lastRx = runtime_.clock().now();
+  c.reader = std::make_unique<ws::FrameReader>(options_.maxMessageBytes);
+  // Frames the client sent right behind its handshake wait for relayReady().
 }
 
 }  // namespace dohost

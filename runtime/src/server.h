@@ -5,6 +5,12 @@
 // connections are Transports under the runtime's SocketRecords. One timer drives the runtime's
 // deadlines and a once-a-second sweep (keepalive pings, slow requests).
 //
+// In a cluster, one more vhost listens on --peer for the inter-host links (lws' own WebSocket
+// role, protocol "dohost-link"), and the server dials the links the relay asks for on the same
+// loop (PeerLinks, the relay's LinkIo). A request for an object another host owns goes to the
+// relay (cluster/relay.h); an upgrade relayed that way leaves a connection whose socket lives
+// on the owner (Conn::relayed).
+//
 // Other threads reach the loop through the runtime's LoopInbox, which the server drains when
 // lws_cancel_service wakes it (LWS_CALLBACK_EVENT_WAIT_CANCELLED).
 //
@@ -28,6 +34,9 @@ struct lws_context;
 struct lws_vhost;
 
 namespace dohost {
+namespace cluster {
+class Relay;
+}
 
 struct Conn;
 
@@ -57,6 +66,9 @@ class Server {
   const HostOptions& options() const { return options_; }
   Runtime& runtime() { return runtime_; }
   size_t connections() const { return conns_.size(); }
+  // The inter-host links and what crosses them; null without a cluster.
+  cluster::Relay* relay() { return relay_.get(); }
+  void feedWebSocket(Conn& c, std::string_view data) { onWebSocketBytes(c, data); }
 
  private:
   Conn* conn(lws* wsi);
@@ -74,6 +86,9 @@ class Server {
   bool parkForOwner(Conn& c, Request& request, const Route& route, bool upgrade,
                     const std::string& accept);
   void resumeParked(lws* wsi, uint64_t serial, Result<OwnerInfo> owner);
+  // Cluster: the parked request goes to the object's owner over the link (cluster/relay.h).
+  void relayParked(Conn& c, const OwnerInfo& owner);
+  void finishRelayedUpgrade(Conn& c, const std::string& accept, uint64_t socket);
   // Writes an HTTP answer the app path produced (or registers a deferred one).
   void answerHttp(Conn& c, Response response);
   void finishUpgrade(Conn& c, Response response, const std::string& accept,
@@ -99,6 +114,7 @@ class Server {
   std::unordered_map<lws*, std::unique_ptr<Conn>> conns_;
   std::atomic<bool> stopRequested_{false};
   bool stopping_ = false;
+  bool destroying_ = false;  // lws is closing everything: relayed answers find nobody
   uint64_t lastConnSerial_ = 0;
   struct TimerBox;
   std::unique_ptr<TimerBox> timer_;
@@ -107,6 +123,14 @@ class Server {
   struct SharedAcceptor;
   std::vector<std::unique_ptr<SharedAcceptor>> shared_;
   void closeSharedListeners();
+  // Cluster: the --peer listener and the links' WebSocket connections (both directions).
+  struct PeerLinks;
+  std::unique_ptr<PeerLinks> peerLinks_;
+  std::unique_ptr<cluster::Relay> relay_;
+  bool startPeerListener(std::string* error);
+
+ public:
+  int onLinkEvent(lws* wsi, int reason, void* in, size_t len);
 };
 
 }  // namespace dohost

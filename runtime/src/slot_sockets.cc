@@ -126,6 +126,9 @@ size_t ObjectSlot::broadcast(std::string_view message, const BroadcastOptions& o
 }
 
 void ObjectSlot::setWebSocketAutoResponse(std::string request, std::string response) {
+  for (const auto& [id, s] : sockets_) {
+    if (s->transport) s->transport->metaChanged();
+  }
   if (request.empty()) {
     autoResponse_.reset();
     return;
@@ -137,6 +140,9 @@ void ObjectSlot::setWebSocketAutoResponse(std::string request, std::string respo
 }
 
 void ObjectSlot::setWebSocketAutoResponder(std::string request, AutoResponder responder) {
+  for (const auto& [id, s] : sockets_) {
+    if (s->transport) s->transport->metaChanged();
+  }
   if (request.empty()) {
     autoResponse_.reset();
     return;
@@ -146,6 +152,11 @@ void ObjectSlot::setWebSocketAutoResponder(std::string request, AutoResponder re
   }
   if (!responder) throw UsageError("setWebSocketAutoResponder: no responder");
   autoResponse_ = AutoResponse{std::move(request), {}, std::move(responder)};
+}
+
+std::optional<std::pair<std::string, std::string>> ObjectSlot::autoResponsePair() const {
+  if (!autoResponse_ || autoResponse_->responder) return std::nullopt;
+  return std::make_pair(autoResponse_->request, autoResponse_->response);
 }
 
 std::optional<std::string> ObjectSlot::autoResponseFor(std::string_view message) const {

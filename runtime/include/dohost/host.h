@@ -69,6 +69,7 @@ struct HostOptions {
   std::vector<std::string> clusterEndpoints;         // etcd, "http://HOST:PORT"
   std::string hostId;                                // unique in the cluster
   std::string peer;                                  // HOST:PORT where other hosts reach it
+  std::string clusterToken;                          // the links' shared secret; empty: none
   double clusterLeaseTtlSeconds = 5;                 // the host lease; etcd's minimum is 2 s
   double clusterLeaseRenewSeconds = 1;               // renewed this often
   double clusterResolveTimeoutSeconds = 5;           // an event waits this long for its owner

@@ -298,6 +298,10 @@ void ClusterNode::answer(const std::string& key, const Result<OwnerInfo>& owner)
   for (auto& callback : callbacks) callback(owner);
 }
 
+void ClusterNode::dropCached(const std::string& className, const std::string& id) {
+  if (!claims_.contains(keyOf(className, id))) placement_->forget(className, id);
+}
+
 void ClusterNode::forget(const std::string& className, const std::string& id, bool release) {
   std::string key = keyOf(className, id);
   auto it = claims_.find(key);

@@ -109,6 +109,9 @@ class ClusterNode final : public Ownership {
   void forget(const std::string& className, const std::string& id, bool release) override;
   std::optional<std::string> knownOwner(const std::string& className,
                                         const std::string& id) const override;
+  void dropCached(const std::string& className, const std::string& id) override;
+  // The peer address (--peer) of a host, as the last host list read; empty if unknown.
+  std::string peerAddressOf(const std::string& hostId) const { return peerOf(hostId); }
 
   // --- Admin (loop thread) ---------------------------------------------------------------------
   // The last host list read (a refresh is queued when it is older than a second).
