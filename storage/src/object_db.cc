@@ -31,6 +31,11 @@ constexpr char kFenceTokenKey[] = "fence_token";
 constexpr char kSchema[] = R"sql(
   CREATE TABLE IF NOT EXISTS _do_meta(key TEXT PRIMARY KEY, value);
   CREATE TABLE IF NOT EXISTS _do_kv(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID;
+)sql";
+
+// Made by the first schedule an object sets (in that event's transaction), so the files of
+// objects that never schedule anything stay as they were.
+constexpr char kScheduleSchema[] = R"sql(
   CREATE TABLE IF NOT EXISTS _do_schedules(
     name          TEXT PRIMARY KEY,
     kind          TEXT NOT NULL,
@@ -493,10 +498,16 @@ Result<int64_t> ObjectDatabase::keyCount() {
   return stmt.columnInt(0);
 }
 
+namespace {
+bool hasScheduleTable(sqlite3* db, bool readOnly);
+}  // namespace
+
 Status ObjectDatabase::deleteAll() {
   return atomically(db_, commits_, [&]() -> Status {
     if (Status s = execSql(db_, "DELETE FROM _do_kv"); !s.isOk()) return s;
-    if (Status s = execSql(db_, "DELETE FROM _do_schedules"); !s.isOk()) return s;
+    if (hasScheduleTable(db_, false)) {
+      if (Status s = execSql(db_, "DELETE FROM _do_schedules"); !s.isOk()) return s;
+    }
     if (Status s = deleteMeta(db_, {kAlarmKey, kFailedScheduledKey, kFailedRetriesKey,
                                     kFailedErrorKey, kFailedAtKey});
         !s.isOk()) {
@@ -522,9 +533,9 @@ ScheduleRecord readSchedule(const Statement& stmt) {
   return r;
 }
 
-// A read-only handle does not create the schema: a file from before schedules has no table.
-bool hasScheduleTable(sqlite3* db, bool readOnly) {
-  if (!readOnly) return true;
+// Whether the file has the schedules table: one lookup in sqlite_master (schedule calls are
+// rare; a file whose object never scheduled anything has none).
+bool hasScheduleTable(sqlite3* db, bool /*readOnly*/) {
   Statement stmt(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_do_schedules'");
   return stmt.step();
 }
@@ -554,6 +565,7 @@ Result<std::optional<ScheduleRecord>> ObjectDatabase::schedule(std::string_view 
 }
 
 Status ObjectDatabase::putSchedule(const ScheduleRecord& r) {
+  if (Status s = execSql(db_, kScheduleSchema); !s.isOk()) return s;
   Statement stmt(db_, std::string("INSERT OR REPLACE INTO _do_schedules(") + kScheduleColumns +
                           ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
   stmt.bindText(1, r.name).bindText(2, r.kind).bindText(3, r.spec).bindBytes(4, r.payload);
@@ -566,6 +578,7 @@ Status ObjectDatabase::putSchedule(const ScheduleRecord& r) {
 }
 
 Result<bool> ObjectDatabase::removeSchedule(std::string_view name) {
+  if (!hasScheduleTable(db_, options_.readOnly)) return false;
   Statement stmt(db_, "DELETE FROM _do_schedules WHERE name = ?1");
   stmt.bindText(1, name);
   if (Status s = stmt.run(); !s.isOk()) return s;

@@ -6,7 +6,8 @@
 //   _do_meta(key TEXT PRIMARY KEY, value ANY)        class, id, name, alarm, alarm failure,
 //                                                    fencing token (cluster)
 //   _do_kv(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID
-//   _do_schedules(name TEXT PRIMARY KEY, ...)       the object's named schedules (one row each)
+//   _do_schedules(name TEXT PRIMARY KEY, ...)       the object's named schedules (one row each;
+//                                                    made by the first putSchedule)
 // Keys are compared as bytes (memcmp), which is UTF-8 code point order.
 //
 // Thread: one thread at a time (the loop thread in the host; doctl's thread when read-only).
@@ -120,8 +121,9 @@ class ObjectDatabase {
   Result<std::optional<AlarmFailure>> alarmFailure();
   Status setAlarmFailure(const std::optional<AlarmFailure>& failure);
 
-  // Named schedules, in _do_schedules. A file written before schedules existed has none (a
-  // read-only handle on it reads an empty list).
+  // Named schedules, in _do_schedules, which the first putSchedule makes (in the caller's
+  // transaction): a file whose object never scheduled anything has no such table and reads an
+  // empty list.
   Result<std::vector<ScheduleRecord>> schedules();  // by name
   Result<std::optional<ScheduleRecord>> schedule(std::string_view name);
   Status putSchedule(const ScheduleRecord& record);  // inserts or replaces by name
