@@ -741,8 +741,8 @@ void Server::beginShutdown() {
       if (isWebSocket(*c)) c->close(1001, "server shutting down");
     }
   }
-  SystemClock clock;
-  TimePoint start = clock.now();
+  SystemClock wall;
+  TimePoint start = wall.now();
   Duration spread =
       clustered ? Duration(static_cast<int64_t>(options_.clusterLeaveSpreadSeconds * 1000))
                 : Duration(0);
@@ -756,7 +756,7 @@ void Server::beginShutdown() {
   bool hurried = false;
   size_t next = 0;
   while (true) {
-    TimePoint now = clock.now();
+    TimePoint now = wall.now();
     if (hurry_ && !hurried) {
       hurried = true;
       deadline = std::min(deadline, now + Duration(2000));
