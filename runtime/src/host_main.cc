@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -134,6 +135,9 @@ const NumberSetting kNumberSettings[] = {
      "cluster: how long a request waits for its object's owner before a 503 (default 5)"},
     {"cluster_max_resolving", {1, 10'000'000, true}, &HostOptions::clusterMaxResolving,
      "cluster: objects whose owner is looked up at once; more are answered 503"},
+    {"cluster_leave_spread", {0, 600, false, "seconds"}, &HostOptions::clusterLeaveSpreadSeconds,
+     "cluster: on SIGTERM, the 1012 closes of this host's connections are spread this long "
+     "(default 3; 0: all at once)"},
 };
 
 // --cluster: comma-separated etcd endpoints, each http://HOST:PORT.
@@ -448,6 +452,17 @@ int runHost(const HostOptions& options, const Registry& registry) {
     node = std::move(started).value();
     runtime.setOwnership(node.get());
   }
+  // After the last commit: the lease goes, and every ownership key of this host with it,
+  // so other hosts claim these objects at once instead of after the TTL.
+  bool left = false;
+  auto leave = [&node, &left] {
+    if (!node || left) return;
+    left = true;
+    if (Status s = node->leave(); !s.isOk()) {
+      logLine(LogLevel::kWarn, "cluster: could not revoke the lease (it expires within the "
+                               "TTL): " + s.message());
+    }
+  };
   {
     // The server goes before the objects: a connection still open after the drain (a client
     // that stopped reading) is closed when the server is destroyed, and its close reaches an
@@ -458,23 +473,33 @@ int runHost(const HostOptions& options, const Registry& registry) {
       std::fprintf(stderr, "dohost: %s\n", error.c_str());
       return 2;
     }
-    std::thread signals([&server, set] {
+    if (node) {
+      // SIGTERM: Leaving, the last commits and the lease revoked before the 1012 closes.
+      server.setHandOver([&runtime, &leave] {
+        runtime.handOver();
+        leave();
+      });
+    }
+    // The first signal stops the host; a second one while it leaves ends the spread of its
+    // 1012 closes at once.
+    std::atomic<bool> done{false};
+    std::thread signals([&server, &done, set] {
       int sig = 0;
       sigwait(&set, &sig);
       server.requestStop();
+      while (!done) {
+        sigwait(&set, &sig);
+        if (!done) server.hurry();
+      }
     });
     server.run();
-    pthread_kill(signals.native_handle(), SIGTERM);  // harmless if it already returned
+    done = true;
+    pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread's sigwait
     signals.join();
   }
   runtime.shutdown();
   if (node) {
-    // After the last commit: the lease goes, and every ownership key of this host with it,
-    // so other hosts claim these objects at once instead of after the TTL.
-    if (Status left = node->leave(); !left.isOk()) {
-      logLine(LogLevel::kWarn, "cluster: could not revoke the lease (it expires within the "
-                               "TTL): " + left.message());
-    }
+    leave();
     runtime.setOwnership(nullptr);
     node.reset();
   }

@@ -38,6 +38,15 @@ void Runtime::shutdown() {
   scheduler_.stop();
 }
 
+void Runtime::handOver() {
+  for (auto& [key, slot] : slots_) {
+    if (slot->inEvent()) continue;
+    slot->flush();
+    slot->evict();
+  }
+  scheduler_.stop();
+}
+
 TimerQueue::Id Runtime::schedule(TimePoint at, std::function<void()> fn) {
   TimerQueue::Id id = timers_.schedule(at, std::move(fn));
   if (wake_) wake_();

@@ -93,6 +93,10 @@ class Runtime {
   // destroyed first, so the closes of its last connections reach their objects; a socket still
   // open here is detached (a close arriving later finds no object).
   void shutdown();
+  // SIGTERM in a cluster, before the claims are released: what ran commits, every instance
+  // goes and the alarms stop. The slots keep their sockets (the server closes them with 1012
+  // over the leave spread); with no claim left, nothing runs here again.
+  void handOver();
 
   const RuntimeOptions& options() const { return options_; }
   const Registry& registry() const { return registry_; }

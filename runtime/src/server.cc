@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -709,30 +710,79 @@ void Server::closeSharedListeners() {
   shared_.clear();
 }
 
+void Server::hurry() {
+  hurry_ = true;
+  if (context_) lws_cancel_service(context_);
+}
+
 void Server::beginShutdown() {
   stopping_ = true;
   // Shared app ports: the kernel sends new connections to the other hosts from now on.
   closeSharedListeners();
-  // Stop accepting, then close every WebSocket with 1001 and let the close frames go out.
-  // In a cluster 1012 (service restart): the object is served on by another host.
   bool clustered = runtime_.ownership() != nullptr;
-  // Relayed sockets of this host's objects stay open at their edges, which re-attach them to
-  // the objects' next owners.
-  if (relay_) relay_->leaving();
-  for (auto& [wsi, c] : conns_) {
-    if ((c->record || c->relayed) && c->established) {
-      c->close(clustered ? 1012 : 1001, clustered ? "host leaving the cluster; reconnect"
-                                                  : "server shutting down");
+  auto isWebSocket = [](const Conn& c) { return (c.record || c.relayed) && c.established; };
+  // Alone: close every WebSocket with 1001 at once. In a cluster, 1012 (service restart: the
+  // object is served on by another host), spread over cluster_leave_spread.
+  std::vector<std::pair<uint64_t, lws*>> order;  // by connection serial: oldest first
+  if (clustered) {
+    // Ownership goes first, so that the objects of clients that reconnect elsewhere can be
+    // claimed at once. Relayed sockets of this host's objects stay open at their edges (they
+    // hear Leaving and re-attach them to the next owners); then every event that ran commits
+    // and the claims are released. From here on nothing runs here: what the clients still on
+    // this host send to objects that were owned here is dropped unanswered until their close.
+    if (relay_) relay_->leaving();
+    if (handOver_) handOver_();
+    for (auto& [wsi, c] : conns_) {
+      if (isWebSocket(*c)) order.emplace_back(c->serial, wsi);
+    }
+    std::sort(order.begin(), order.end());
+  } else {
+    for (auto& [wsi, c] : conns_) {
+      if (isWebSocket(*c)) c->close(1001, "server shutting down");
     }
   }
-  TimePoint deadline = SystemClock().now() + Duration(2000);
-  while (SystemClock().now() < deadline) {
+  SystemClock wall;
+  TimePoint start = wall.now();
+  Duration spread =
+      clustered ? Duration(static_cast<int64_t>(options_.clusterLeaveSpreadSeconds * 1000))
+                : Duration(0);
+  if (clustered) {
+    logLine(LogLevel::kInfo, "cluster: leaving: " + std::to_string(order.size()) +
+                                 " WebSockets to close with 1012 over " +
+                                 std::to_string(spread.count()) + " ms");
+  }
+  // The leave is bounded: the closes, then two seconds for them to go out.
+  TimePoint deadline = start + spread + Duration(2000);
+  bool hurried = false;
+  size_t next = 0;
+  while (true) {
+    TimePoint now = wall.now();
+    if (hurry_ && !hurried) {
+      hurried = true;
+      deadline = std::min(deadline, now + Duration(2000));
+      if (next < order.size()) {
+        logLine(LogLevel::kInfo, "cluster: leaving: asked again; the last " +
+                                     std::to_string(order.size() - next) +
+                                     " WebSockets are closed now");
+      }
+    }
+    // Connection i's turn is start + spread * i / n: a batch per pass of this loop.
+    while (next < order.size() &&
+           (hurried || now >= start + spread * static_cast<int64_t>(next) /
+                                          static_cast<int64_t>(order.size()))) {
+      auto [serial, wsi] = order[next++];
+      Conn* c = conn(wsi);
+      if (c != nullptr && c->serial == serial && isWebSocket(*c)) {
+        c->close(1012, "host leaving the cluster; reconnect");
+      }
+    }
     bool anyWs = false;
     for (auto& [wsi, c] : conns_) anyWs = anyWs || c->record != nullptr || c->relayed != 0;
     if (peerLinks_) {
       for (auto& [id, w] : peerLinks_->wires) anyWs = anyWs || relay_->linkQueuedBytes(id) > 0;
     }
-    if (!anyWs) break;
+    if (next == order.size() && !anyWs) break;
+    if (now >= deadline) break;
     if (!serviceOnce(false)) break;
     usleep(2000);
   }

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -57,6 +58,13 @@ class Server {
   // Serves until requestStop(); then closes sockets with 1001 and returns.
   void run();
   void requestStop();
+  // Cluster: run by beginShutdown once the relay sent Leaving and before any 1012 close; it
+  // commits and releases this host's claims (host_main: Runtime::handOver, then the lease is
+  // revoked), so the objects of clients that reconnect elsewhere can be claimed at once.
+  void setHandOver(std::function<void()> handOver) { handOver_ = std::move(handOver); }
+  // A second SIGTERM or SIGINT while the 1012 closes are spread: the rest go at once. Any
+  // thread.
+  void hurry();
 
   // lws entry point (the trampoline calls these).
   int onEvent(lws* wsi, int reason, void* in, size_t len);
@@ -113,6 +121,8 @@ class Server {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<lws*, std::unique_ptr<Conn>> conns_;
   std::atomic<bool> stopRequested_{false};
+  std::atomic<bool> hurry_{false};
+  std::function<void()> handOver_;
   bool stopping_ = false;
   bool destroying_ = false;  // lws is closing everything: relayed answers find nobody
   uint64_t lastConnSerial_ = 0;

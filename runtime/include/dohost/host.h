@@ -74,6 +74,7 @@ struct HostOptions {
   double clusterLeaseRenewSeconds = 1;               // renewed this often
   double clusterResolveTimeoutSeconds = 5;           // an event waits this long for its owner
   size_t clusterMaxResolving = 10000;                // objects waiting for etcd at once
+  double clusterLeaveSpreadSeconds = 3;              // SIGTERM: the 1012 closes spread this long
 };
 
 // Runs the host until SIGINT/SIGTERM; returns the process exit code (0 after a clean
