@@ -431,6 +431,9 @@ class ClusterHost:
     def admin(self, method, path, token=None):
         parts = urllib.parse.urlsplit(path).path.split("/")
         host = self.hosts[0]
+        if method == "GET" and parts[1:] == ["objects"]:
+            return 200, {"content-type": "application/json"}, json.dumps(
+                self.objects(path, token)).encode()
         if len(parts) >= 4 and parts[1] == "objects":  # /objects/<class>/<name>[/...]
             host = self.owner_of(urllib.parse.unquote(parts[2]),
                                  urllib.parse.unquote(parts[3])) or host
@@ -439,6 +442,19 @@ class ClusterHost:
     def admin_json(self, method, path, token=None):
         status, _, body = self.admin(method, path, token)
         return status, (json.loads(body) if body else None)
+
+    def objects(self, path, token=None):
+        """GET /objects of the cluster: every host's list, one entry per object, the owner's
+        where a host owns it."""
+        merged = {}
+        for h in self.hosts:
+            status, objects = h.admin_json("GET", path, token)
+            assert status == 200, (status, objects)
+            for o in objects:
+                key = (o["class"], o["id"])
+                if key not in merged or o.get("host") == h.host_id:
+                    merged[key] = o
+        return list(merged.values())
 
     def metrics(self):
         """Every host's metrics, summed series by series."""
