@@ -234,30 +234,8 @@ class SlotStub final : public Stub {
       if (rt.ownership() != nullptr) {
         Result<ObjectRef> ref = rt.objectRef(cls, name, id);
         if (ref.isOk() && !rt.mayRun(ref->className, ref->id)) {
-          auto moved = std::make_shared<Request>(std::move(request));
-          rt.acquire(ref->className, ref->id,
-                     [&rt, state, cls, name, id, object = *ref, moved](Result<OwnerInfo> owner) {
-                       if (!owner.isOk()) {
-                         state->answered = true;
-                         state->deliver(Response::json(503, R"({"error":"cluster unavailable"})"));
-                       } else if (owner->local) {
-                         callHere(rt, state, cls, name, id, std::move(*moved));
-                       } else if (rt.relay() == nullptr) {
-                         state->answered = true;
-                         state->deliver(Response::json(503, R"({"error":"owned by another host"})"));
-                       } else {
-                         rt.relay()->forward(*owner, object, *moved, false,
-                                             [state](cluster::RelayOutcome o) -> cluster::EdgeClient* {
-                                               state->answered = true;
-                                               if (o.kind == cluster::RelayOutcome::Kind::kNotOwner) {
-                                                 o.response = Response::json(
-                                                     503, R"({"error":"the object's owner moved"})");
-                                               }
-                                               state->deliver(std::move(o.response));
-                                               return nullptr;
-                                             });
-                       }
-                     });
+          callOwner(rt, state, cls, name, id, *ref, std::make_shared<Request>(std::move(request)),
+                    false);
           return;
         }
       }
@@ -270,6 +248,44 @@ class SlotStub final : public Stub {
   }
 
  private:
+  // Runs the call where its callee's owner is: here, or over the relay. An owner that says it
+  // no longer owns the callee (it let it go meanwhile) makes one more look-up, as a client's
+  // relayed request does.
+  static void callOwner(Runtime& rt, const std::shared_ptr<detail::PendingResponseState>& state,
+                        const std::string& cls, const std::optional<std::string>& name,
+                        const std::optional<std::string>& id, const ObjectRef& object,
+                        std::shared_ptr<Request> request, bool retried) {
+    rt.acquire(object.className, object.id, [&rt, state, cls, name, id, object, request,
+                                             retried](Result<OwnerInfo> owner) {
+      if (!owner.isOk()) {
+        state->answered = true;
+        state->deliver(Response::json(503, R"({"error":"cluster unavailable"})"));
+      } else if (owner->local) {
+        callHere(rt, state, cls, name, id, std::move(*request));
+      } else if (rt.relay() == nullptr) {
+        state->answered = true;
+        state->deliver(Response::json(503, R"({"error":"the object is served by another host"})"));
+      } else {
+        rt.relay()->forward(
+            *owner, object, *request, false,
+            [&rt, state, cls, name, id, object, request,
+             retried](cluster::RelayOutcome o) -> cluster::EdgeClient* {
+              if (o.kind == cluster::RelayOutcome::Kind::kNotOwner && !retried) {
+                if (Ownership* own = rt.ownership()) own->dropCached(object.className, object.id);
+                callOwner(rt, state, cls, name, id, object, request, true);
+                return nullptr;
+              }
+              if (o.kind == cluster::RelayOutcome::Kind::kNotOwner) {
+                o.response = Response::json(503, R"({"error":"the object's owner moved"})");
+              }
+              state->answered = true;
+              state->deliver(std::move(o.response));
+              return nullptr;
+            });
+      }
+    });
+  }
+
   // Runs the call on a callee of this host.
   static void callHere(Runtime& rt, const std::shared_ptr<detail::PendingResponseState>& state,
                        const std::string& cls, const std::optional<std::string>& name,
