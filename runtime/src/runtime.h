@@ -120,6 +120,7 @@ class Runtime {
   // The inter-host links (set by the server in a cluster), for the admin API.
   void setRelay(cluster::Relay* relay) { relay_ = relay; }
   const cluster::Relay* relay() const { return relay_; }
+  cluster::Relay* relay() { return relay_; }
   // Whether an event for the object may start now: no cluster, or this host holds its claim.
   bool mayRun(const std::string& className, const std::string& id) const {
     return ownership_ == nullptr || ownership_->claimToken(className, id).has_value();

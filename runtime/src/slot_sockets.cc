@@ -5,6 +5,7 @@
 #include "dohost/errors.h"
 #include "dohost/log.h"
 #include "dohost/object_id.h"
+#include "cluster/relay.h"
 #include "object_slot.h"
 #include "runtime.h"
 
@@ -228,35 +229,17 @@ class SlotStub final : public Stub {
     // The request leaves like any other output: only if the caller's event commits.
     auto dispatch = [&rt, state, cls = className_, name = name_, id = id_,
                      request = std::move(request)]() mutable {
-      auto target = rt.resolve(cls, name, id);
-      if (!target.isOk()) {
-        state->answered = true;
-        state->deliver(Response::json(404, R"({"error":")" + target.status().message() + "\"}"));
-        return;
+      // In a cluster the callee may be another host's: the call goes to its owner over the
+      // relay, like a client's HTTP request, and the answer comes back the same way.
+      if (rt.ownership() != nullptr) {
+        Result<ObjectRef> ref = rt.objectRef(cls, name, id);
+        if (ref.isOk() && !rt.mayRun(ref->className, ref->id)) {
+          callOwner(rt, state, cls, name, id, *ref, std::make_shared<Request>(std::move(request)),
+                    false);
+          return;
+        }
       }
-      // The callee's answer is one of its outputs: it leaves after the callee's commit, which
-      // is grouped with the other events of this loop turn (one fsync for a burst of calls).
-      ObjectSlot& callee = **target;
-      if (callee.failedUntil()) {  // answered like an HTTP client: 503 until its retry time
-        state->answered = true;
-        state->deliver(callee.failedResponse());
-        return;
-      }
-      detail::ApiAccess::setPendingState(request, state);
-      callee.trackPending(state);
-      std::string error;
-      bool ok = callee.runEvent(
-          [&](DurableObject& o) {
-            Response r = o.fetch(request);
-            if (!r.isDeferred()) callee.enqueueAnswer(state, std::move(r));
-          },
-          &error, ObjectSlot::CommitMode::kGrouped, ObjectSlot::EventKind::kFetch);
-      if (!ok && state->isOpen()) {
-        logLine(LogLevel::kError, "fetch from another object failed: " + error, callee.className(),
-                callee.id());
-        state->answered = true;
-        state->deliver(Response::json(500, R"({"error":"internal error in the object"})"));
-      }
+      callHere(rt, state, cls, name, id, std::move(request));
     };
     caller_.enqueueCall([&rt, caller, dispatch = std::move(dispatch)]() mutable {
       ++caller->pendingStubCalls_;  // the caller stays in memory until the reply is in
@@ -265,6 +248,79 @@ class SlotStub final : public Stub {
   }
 
  private:
+  // Runs the call where its callee's owner is: here, or over the relay. An owner that says it
+  // no longer owns the callee (it let it go meanwhile) makes one more look-up, as a client's
+  // relayed request does.
+  static void callOwner(Runtime& rt, const std::shared_ptr<detail::PendingResponseState>& state,
+                        const std::string& cls, const std::optional<std::string>& name,
+                        const std::optional<std::string>& id, const ObjectRef& object,
+                        std::shared_ptr<Request> request, bool retried) {
+    rt.acquire(object.className, object.id, [&rt, state, cls, name, id, object, request,
+                                             retried](Result<OwnerInfo> owner) {
+      if (!owner.isOk()) {
+        state->answered = true;
+        state->deliver(Response::json(503, R"({"error":"cluster unavailable"})"));
+      } else if (owner->local) {
+        callHere(rt, state, cls, name, id, std::move(*request));
+      } else if (rt.relay() == nullptr) {
+        state->answered = true;
+        state->deliver(Response::json(503, R"({"error":"the object is served by another host"})"));
+      } else {
+        rt.relay()->forward(
+            *owner, object, *request, false,
+            [&rt, state, cls, name, id, object, request,
+             retried](cluster::RelayOutcome o) -> cluster::EdgeClient* {
+              if (o.kind == cluster::RelayOutcome::Kind::kNotOwner && !retried) {
+                if (Ownership* own = rt.ownership()) own->dropCached(object.className, object.id);
+                callOwner(rt, state, cls, name, id, object, request, true);
+                return nullptr;
+              }
+              if (o.kind == cluster::RelayOutcome::Kind::kNotOwner) {
+                o.response = Response::json(503, R"({"error":"the object's owner moved"})");
+              }
+              state->answered = true;
+              state->deliver(std::move(o.response));
+              return nullptr;
+            });
+      }
+    });
+  }
+
+  // Runs the call on a callee of this host.
+  static void callHere(Runtime& rt, const std::shared_ptr<detail::PendingResponseState>& state,
+                       const std::string& cls, const std::optional<std::string>& name,
+                       const std::optional<std::string>& id, Request request) {
+    auto target = rt.resolve(cls, name, id);
+    if (!target.isOk()) {
+      state->answered = true;
+      state->deliver(Response::json(404, R"({"error":")" + target.status().message() + "\"}"));
+      return;
+    }
+    // The callee's answer is one of its outputs: it leaves after the callee's commit, which
+    // is grouped with the other events of this loop turn (one fsync for a burst of calls).
+    ObjectSlot& callee = **target;
+    if (callee.failedUntil()) {  // answered like an HTTP client: 503 until its retry time
+      state->answered = true;
+      state->deliver(callee.failedResponse());
+      return;
+    }
+    detail::ApiAccess::setPendingState(request, state);
+    callee.trackPending(state);
+    std::string error;
+    bool ok = callee.runEvent(
+        [&](DurableObject& o) {
+          Response r = o.fetch(request);
+          if (!r.isDeferred()) callee.enqueueAnswer(state, std::move(r));
+        },
+        &error, ObjectSlot::CommitMode::kGrouped, ObjectSlot::EventKind::kFetch);
+    if (!ok && state->isOpen()) {
+      logLine(LogLevel::kError, "fetch from another object failed: " + error, callee.className(),
+              callee.id());
+      state->answered = true;
+      state->deliver(Response::json(500, R"({"error":"internal error in the object"})"));
+    }
+  }
+
   ObjectSlot& caller_;
   std::string className_;
   std::optional<std::string> name_;

@@ -21,6 +21,10 @@ import websockets
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APPS = ("broadcaster", "hopeflow", "channels", "bridge", "guide")
 JWT_SECRET = "test-secret"
+ETCD = "/usr/bin/etcd"
+TTL = 2  # seconds; etcd's minimum
+# DOHOST_TEST_CLUSTER=N: `Host` starts N hosts sharing one data folder (ClusterHost below).
+CLUSTER = int(os.environ.get("DOHOST_TEST_CLUSTER") or 0)
 
 
 # Ports are chosen below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by
@@ -63,7 +67,7 @@ class PortTaken(RuntimeError):
     """The host exited 2 because one of its ports was taken in the meantime."""
 
 
-class Host:
+class OneHost:
     """One dohost process. Ports are chosen once, so restart() keeps the same URLs."""
 
     def __init__(self, apps=APPS, idle_evict=None, env=None, args=(), data=None, config=None,
@@ -240,6 +244,234 @@ class Host:
         """Prometheus text as {(name, frozenset(labels)): value}, plus lookups by name."""
         _, _, body = self.admin("GET", "/metrics")
         return parse_metrics(body.decode())
+
+
+class Etcd:
+    """One etcd member on free loopback ports, in a temporary folder."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="dohost-etcd-")
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.proc = None
+
+    def start(self, timeout=20):
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.log = open(os.path.join(self.dir, "etcd.log"), "ab")
+        self.proc = subprocess.Popen(
+            [ETCD, "--name", "m0", "--data-dir", os.path.join(self.dir, "m0"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"m0={peer}", "--initial-cluster-state", "new",
+             "--initial-cluster-token", os.path.basename(self.dir),
+             "--logger", "zap", "--log-level", "error"],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("etcd exited; see " + self.dir)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=1)
+                conn.request("GET", "/health")
+                if b"true" in conn.getresponse().read():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("etcd did not become healthy")
+
+    def freeze(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def close(self):
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+            self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+
+class ClusterHost:
+    """N dohost processes with --cluster that share one data folder and a local etcd, behind
+    OneHost's interface, so a suite written for one host runs over a cluster. Each host has app
+    ports of its own; `connect`, `http`, `url` and `ws_url` take the hosts in turn, so a test's
+    clients land on different hosts. `apps` and `admin_port` are the first host's. Admin calls
+    about one object go to the host that owns it; `metrics` sums every host's. Restarts
+    restart every host, keeping ports."""
+
+    def __init__(self, apps=APPS, idle_evict=None, env=None, args=(), data=None, config=None,
+                 test_plugin=False, n=None, **kwargs):
+        self.n = n or CLUSTER
+        self.own_data = data is None
+        self.data = data or tempfile.mkdtemp(prefix="dohost-test-")
+        self.etcd = Etcd()
+        self.args = list(args)
+        self.hosts = [OneHost(apps=apps, idle_evict=idle_evict, env=env, data=self.data,
+                              config=config, test_plugin=test_plugin, **kwargs)
+                      for _ in range(self.n)]
+        for i, h in enumerate(self.hosts):
+            h.peer_port = free_port()
+            h.stderr_path = os.path.join(self.data, "..", os.path.basename(self.data) + f"-{i}.log")
+        self.generation = 0
+        self.turn = 0
+
+    @property
+    def apps(self):
+        return self.hosts[0].apps
+
+    @property
+    def admin_port(self):
+        return self.hosts[0].admin_port
+
+    @property
+    def proc(self):
+        return self.hosts[0].proc
+
+    def next_host(self):
+        h = self.hosts[self.turn % self.n]
+        self.turn += 1
+        return h
+
+    def start(self, timeout=10):
+        if self.etcd.proc is None:
+            self.etcd.start()
+        self.revoke_leases()  # keys of hosts killed before: no waiting for their TTL
+        # A new name per start, so no host waits for the lease of its earlier life.
+        self.generation += 1
+        tag = os.path.basename(self.data)[-6:]
+        for i, h in enumerate(self.hosts):
+            h.host_id = f"{tag}-{i}-{self.generation}"
+            h.args = self.args + ["--cluster", self.etcd.url, "--host-id", h.host_id,
+                                  "--peer", f"127.0.0.1:{h.peer_port}",
+                                  "--cluster-lease-ttl", str(TTL), "--cluster-lease-renew", "0.5"]
+            h.start(timeout)
+        return self
+
+    def revoke_leases(self):
+        status, body = self._etcd_post("/v3/lease/leases", {})
+        for lease in (body or {}).get("leases", []):
+            self._etcd_post("/v3/lease/revoke", {"ID": lease["ID"]})
+
+    def _etcd_post(self, path, payload):
+        conn = http.client.HTTPConnection("127.0.0.1", self.etcd.client_port, timeout=5)
+        try:
+            conn.request("POST", path, body=json.dumps(payload))
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Stops every host with `sig`; returns the first nonzero exit code, else 0."""
+        codes = [h.stop(sig, timeout) for h in self.hosts]
+        if all(c is None for c in codes):
+            return None
+        return next((c for c in codes if c), 0)
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def close(self):
+        for h in self.hosts:
+            h.stop()
+        self.etcd.close()
+        if self.own_data:
+            shutil.rmtree(self.data, ignore_errors=True)
+        for h in self.hosts:
+            try:
+                os.remove(h.stderr_path)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def stderr(self):
+        return "\n".join(f"--- {h.host_id}:\n{h.stderr()}" for h in self.hosts)
+
+    def url(self, app, path="/"):
+        return self.next_host().url(app, path)
+
+    def ws_url(self, app, path="/"):
+        return self.next_host().ws_url(app, path)
+
+    async def connect(self, app, path="/", headers=None, **kwargs):
+        return await self.next_host().connect(app, path, headers, **kwargs)
+
+    def http(self, method, app, path, body=None, headers=None, port=None):
+        if port is not None:
+            return self.hosts[0].http(method, app, path, body, headers, port)
+        return self.next_host().http(method, app, path, body, headers)
+
+    def owner_of(self, class_name, name):
+        """The host that owns the object named `name` of `class_name` (every host's /objects
+        says who owns it, as far as it knows), or None."""
+        ids = {h.host_id: h for h in self.hosts}
+        for h in self.hosts:
+            _, objects = h.admin_json("GET", "/objects?class=" + urllib.parse.quote(class_name))
+            for o in objects or []:
+                if o.get("name") == name and o.get("host") in ids:
+                    return ids[o["host"]]
+        return None
+
+    def admin(self, method, path, token=None):
+        parts = urllib.parse.urlsplit(path).path.split("/")
+        host = self.hosts[0]
+        if method == "GET" and parts[1:] == ["objects"]:
+            return 200, {"content-type": "application/json"}, json.dumps(
+                self.objects(path, token)).encode()
+        if len(parts) >= 4 and parts[1] == "objects":  # /objects/<class>/<name>[/...]
+            host = self.owner_of(urllib.parse.unquote(parts[2]),
+                                 urllib.parse.unquote(parts[3])) or host
+        return host.admin(method, path, token)
+
+    def admin_json(self, method, path, token=None):
+        status, _, body = self.admin(method, path, token)
+        return status, (json.loads(body) if body else None)
+
+    def objects(self, path, token=None):
+        """GET /objects of the cluster: every host's list, one entry per object, the owner's
+        where a host owns it."""
+        merged = {}
+        for h in self.hosts:
+            status, objects = h.admin_json("GET", path, token)
+            assert status == 200, (status, objects)
+            for o in objects:
+                key = (o["class"], o["id"])
+                if key not in merged or o.get("host") == h.host_id:
+                    merged[key] = o
+        return list(merged.values())
+
+    def metrics(self):
+        """Every host's metrics, summed series by series."""
+        out = {}
+        for h in self.hosts:
+            for k, v in h.metrics().items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+Host = ClusterHost if CLUSTER else OneHost
+
+
+def per_process(test):
+    """Skips `test` over a cluster: what it checks belongs to one process."""
+    import unittest
+    return unittest.skipIf(CLUSTER, "checks one process (not meaningful summed over a cluster)")(test)
 
 
 def parse_metrics(text):

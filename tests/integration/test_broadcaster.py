@@ -5,7 +5,7 @@ import re
 import time
 import unittest
 
-from harness import Host, metric, recv_json, recv_until
+from harness import CLUSTER, Host, metric, recv_json, recv_until
 from project_support import (ProjectClients, close_all, ms_now, node_script, open_many,
                              raise_fd_limit, raw_request, refused)
 
@@ -610,7 +610,9 @@ class BroadcasterScaleTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(status["clientCount"], n)
         sender = await self.host.connect("broadcaster", f"/websocket?type=admin&projectId={project}")
         await recv_json(sender)
-        out0 = metric(self.host.metrics(), "dohost_websocket_messages_out_total",
+        # Over a cluster, the owner's count: an edge counts again what it writes to its clients.
+        counter = self.host.owner_of("Broadcaster", project) if CLUSTER else self.host
+        out0 = metric(counter.metrics(), "dohost_websocket_messages_out_total",
                       **{"class": "Broadcaster"})
         await sender.send(json.dumps({"id": "to-all", "type": "announcement",
                                       "payload": {"message": "hello, crowd"}}))
@@ -618,12 +620,70 @@ class BroadcasterScaleTest(unittest.IsolatedAsyncioTestCase):
         for g in got:
             self.assertEqual((g["id"], g["payload"]), ("to-all", {"message": "hello, crowd"}))
             self.assertEqual(g["from"]["type"], "admin")
-        out1 = metric(self.host.metrics(), "dohost_websocket_messages_out_total",
+        out1 = metric(counter.metrics(), "dohost_websocket_messages_out_total",
                       **{"class": "Broadcaster"})
         self.assertEqual(out1 - out0, n)
         # Leaving: stop the host first, so 1,000 departures do not each notify the rest.
         self.host.stop()
         await close_all(clients + [sender])
+
+
+@unittest.skipUnless(CLUSTER, "needs a cluster (DOHOST_TEST_CLUSTER=3)")
+class BroadcasterClusterTest(unittest.IsolatedAsyncioTestCase):
+    """One project with clients on every host of the cluster: the routing rules of seed 001
+    hold across hosts, and the object is live on one host, on which every host agrees."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.host = Host(apps=("broadcaster",)).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.host.close()
+
+    async def test_clients_on_every_host_share_one_live_object(self):
+        p = Project(self.host, f"spread-{ms_now()}")
+        hosts = self.host.hosts
+        for i, h in enumerate(hosts):
+            p.host = h
+            for t in ("runtime", "data-agent", "admin"):
+                await p.join(f"{t}{i}", t)
+        self.assertEqual(p.welcome[f"admin{len(hosts) - 1}"]["payload"]["clientCount"], 3 * len(hosts))
+        admins = [f"admin{i}" for i in range(len(hosts))]
+        others = [n for n in p.ws if n not in admins]
+        # Without `to`: every other client, admins excepted.
+        await p.send("runtime0", {"id": "b-1", "type": "announcement", "payload": {}})
+        for n in others[1:]:
+            got = await p.recv(n)
+            self.assertEqual((got["id"], got["from"]["id"]), ("b-1", p.ids["runtime0"]))
+        self.assertTrue(await p.nothing_before_barrier("data-agent1", admins + ["runtime0"]))
+        # To one id on another host: that client and every admin.
+        await p.send("runtime0", {"id": "q-1", "type": "q", "to": {"id": p.ids["data-agent2"]}})
+        for n in ["data-agent2"] + admins:
+            self.assertEqual((await p.recv(n))["id"], "q-1")
+        self.assertTrue(await p.nothing_before_barrier("data-agent1", [n for n in others if n not in (
+            "data-agent1", "data-agent2")]))
+        # To a type: every client of that type but the sender, and every admin.
+        await p.send("data-agent0", {"id": "t-1", "type": "sync", "to": {"type": "data-agent"}})
+        for n in ["data-agent1", "data-agent2"] + admins:
+            self.assertEqual((await p.recv(n))["id"], "t-1")
+        self.assertTrue(await p.nothing_before_barrier("data-agent1", [f"runtime{i}" for i in range(3)] + ["data-agent0"]))
+        # An admin's message goes to the runtimes and agents of every host.
+        await p.send("admin1", {"id": "a-1", "type": "announcement", "payload": {}})
+        for n in others:
+            self.assertEqual((await p.recv(n))["id"], "a-1")
+        # Live on exactly one host, and every host names that host as the owner.
+        owners, live = set(), []
+        for h in hosts:
+            _, objects = h.admin_json("GET", "/objects?class=Broadcaster")
+            mine = [o for o in objects if o.get("name") == p.id]
+            owners |= {o["host"] for o in mine}
+            live += [h.host_id for o in mine if o["state"] == "live"]
+            status, detail = h.admin_json("GET", "/cluster")
+            self.assertEqual(status, 200)
+        self.assertEqual(len(live), 1, live)
+        self.assertEqual(owners, set(live))
+        await p.close()
 
 
 if __name__ == "__main__":

@@ -17,61 +17,9 @@ import unittest
 
 import websockets
 
-from harness import Host, binary, free_port, metric, recv_json, recv_until
+from harness import ETCD, TTL, Etcd, Host, binary, free_port, metric, recv_json, recv_until
 
-ETCD = "/usr/bin/etcd"
-TTL = 2  # seconds; etcd's minimum
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:")
-
-
-class Etcd:
-    """One etcd member on free loopback ports, in a temporary folder."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="dohost-etcd-")
-        self.client_port = free_port()
-        self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
-        self.proc = None
-
-    def start(self, timeout=20):
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        self.log = open(os.path.join(self.dir, "etcd.log"), "ab")
-        self.proc = subprocess.Popen(
-            [ETCD, "--name", "m0", "--data-dir", os.path.join(self.dir, "m0"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"m0={peer}", "--initial-cluster-state", "new",
-             "--initial-cluster-token", os.path.basename(self.dir),
-             "--logger", "zap", "--log-level", "error"],
-            stdout=self.log, stderr=self.log)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("etcd exited; see " + self.dir)
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=1)
-                conn.request("GET", "/health")
-                if b"true" in conn.getresponse().read():
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("etcd did not become healthy")
-
-    def freeze(self):
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def thaw(self):
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def close(self):
-        if self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-            self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ClusterTest(unittest.IsolatedAsyncioTestCase):
