@@ -1,6 +1,8 @@
 #include "dohost/storage/alarm_index.h"
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include <sqlite3.h>
 
@@ -10,6 +12,7 @@ namespace dohost::storage {
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
+constexpr int kSetupRetryMs = 50;
 
 // The index must not lose a wake-up, so it is as durable as an object's database.
 constexpr char kSetup[] = R"sql(
@@ -46,13 +49,22 @@ Result<std::unique_ptr<AlarmIndex>> AlarmIndex::open(const std::string& path) {
   std::unique_ptr<AlarmIndex> index(new AlarmIndex(db));
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  Statement wal(db, "PRAGMA journal_mode=WAL");
-  if (!wal.step() || wal.columnText(0) != "wal") {
-    return wal.status().isOk() ? Status::ioError("cannot switch " + path + " to WAL mode")
-                               : wal.status();
+  // The hosts of a cluster share this file and may all open it at once when they start. On a
+  // file being created, SQLite can answer "database is locked" without waiting for the busy
+  // timeout (a lock upgrade that would deadlock), or leave the journal mode unchanged: then
+  // the switch and the schema are tried again, for as long as the busy timeout.
+  Status last = Status::ok();
+  for (int waitedMs = 0;; waitedMs += kSetupRetryMs) {
+    Statement wal(db, "PRAGMA journal_mode=WAL");
+    bool isWal = wal.step() && wal.columnText(0) == "wal";
+    last = isWal ? Status::ok()
+                 : wal.status().isOk() ? Status::ioError("cannot switch " + path + " to WAL mode")
+                                       : wal.status();
+    if (isWal) last = execSql(db, kSetup);
+    if (last.isOk()) return index;
+    if (waitedMs >= kBusyTimeoutMs) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(kSetupRetryMs));
   }
-  if (Status s = execSql(db, kSetup); !s.isOk()) return s;
-  return index;
 }
 
 AlarmIndex::~AlarmIndex() { sqlite3_close_v2(db_); }

@@ -202,6 +202,15 @@ class ClusterScriptTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.data, ignore_errors=True)
 
+    def script_logs(self, out_path):
+        """What the script printed, and the end of each host's log."""
+        text = open(out_path).read()
+        folder = os.path.join(self.data, "_cluster")
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            with open(os.path.join(folder, name), errors="replace") as f:
+                text += f"\n== {name}\n" + f.read()[-2000:]
+        return text
+
     def test_tools_cluster_starts_etcd_and_two_hosts_sharing_the_app_port_and_sigterm_stops_them(self):
         etcd_port, admin_port, peer_port = free_run(2), free_run(2), free_run(2)
         app_port = free_port()
@@ -225,10 +234,10 @@ class ClusterScriptTest(unittest.TestCase):
                         break
                 except OSError:
                     pass
-                self.assertIsNone(proc.poll(), open(out_path).read())
+                self.assertIsNone(proc.poll(), self.script_logs(out_path))
                 time.sleep(0.2)
             self.assertEqual(sorted(h["id"] for h in body["hosts"]), ["h1", "h2"],
-                             open(out_path).read())
+                             self.script_logs(out_path))
             self.assertEqual({h["peer"] for h in body["hosts"]},
                              {f"127.0.0.1:{peer_port}", f"127.0.0.1:{peer_port + 1}"})
             status, other = http_json(admin_port + 1, "/cluster")

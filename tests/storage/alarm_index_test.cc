@@ -4,7 +4,12 @@
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -99,4 +104,32 @@ TEST_CASE("opening an index where a folder is needed but a file sits fails clean
 }
 
 }  // namespace
+TEST_CASE("hosts that open a new shared alarm index at the same moment all get it") {
+  // The hosts of a cluster share DATA/_dohost/alarms.sqlite and may start together; on a file
+  // being created SQLite may answer "database is locked" at once instead of waiting.
+  constexpr int kTrials = 30, kProcesses = 4;
+  TempDir dir;
+  int failed = 0;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    std::string path = dir.file("t" + std::to_string(trial) + "/alarms.sqlite");
+    auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(30);
+    std::vector<pid_t> children;
+    for (int p = 0; p < kProcesses; ++p) {
+      pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        std::this_thread::sleep_until(start);
+        ::_exit(AlarmIndex::open(path).isOk() ? 0 : 1);
+      }
+      children.push_back(pid);
+    }
+    for (pid_t pid : children) {
+      int status = 0;
+      REQUIRE(::waitpid(pid, &status, 0) == pid);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+    }
+  }
+  CHECK(failed == 0);
+}
+
 }  // namespace dohost::storage
