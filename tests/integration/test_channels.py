@@ -1096,11 +1096,6 @@ class ShardedTests(ChannelTestCase):
         for ws in (a, b, c, r):
             await ws.close()
 
-    # Over a cluster, a message a shard posts after its channel object was evicted (and let go)
-    # and claimed again is stored but, now and then, reaches no shard: a known bug of the
-    # relay, not of the test (docs/cluster.md, "The app suites over a cluster").
-    @unittest.skipIf(CLUSTER, "known cluster bug: after evicting a sharded channel and its "
-                     "shards, stored messages sometimes reach no shard")
     async def test_shards_evicted_mid_conversation_still_deliver_in_order(self):
         channel = new_channel("ev")
         users = self.users_on_distinct_shards(4)
