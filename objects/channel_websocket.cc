@@ -588,7 +588,7 @@ ChannelWebSocket::json ChannelWebSocket::onlineUsers() {
     if (userId.empty() || !seen.insert(userId).second) continue;
     users.push_back(onlineUserFrom(a));
   }
-  forgetOldMembers();
+  checkOldMembers();
   SqlCursor c = state_.storage().sql().exec(
       "SELECT user_id, username, min(joined_at), max(status) FROM channel_members "
       "WHERE epoch = ? GROUP BY user_id ORDER BY min(rowid)",
@@ -602,19 +602,47 @@ ChannelWebSocket::json ChannelWebSocket::onlineUsers() {
   return users;
 }
 
-void ChannelWebSocket::forgetOldMembers() {
+void ChannelWebSocket::checkOldMembers() {
   ensureSchema();
-  if (oldMembersForgotten_) return;
-  state_.storage().sql().exec("DELETE FROM channel_members WHERE epoch <> ?", processEpoch());
-  oldMembersForgotten_ = true;
+  if (oldMembersChecked_) return;
+  oldMembersChecked_ = true;
+  SqlCursor c = state_.storage().sql().exec(
+      "SELECT DISTINCT shard FROM channel_members WHERE epoch <> ?", processEpoch());
+  std::vector<int> shards;
+  for (const SqlRow& row : c) shards.push_back(static_cast<int>(row.integer(0)));
+  for (int shard : shards) {
+    state_.stubByName(kChannelClass, channelId_ + "#" + std::to_string(shard))
+        ->fetch(internalRequest("/internal/members", "{}"),
+                [this, shard](Response reply) { confirmMembers(shard, reply); });
+  }
+}
+
+void ChannelWebSocket::confirmMembers(int shard, const Response& reply) {
+  json body = parseJson(reply.body()).value_or(json());
+  // Without an answer the rows stay unconfirmed; the next instance asks again.
+  if (reply.status() != 200 || !body.is_object() || !body.contains("sockets") ||
+      !body["sockets"].is_array()) {
+    return;
+  }
+  Sql& sql = state_.storage().sql();
+  // Socket ids start again in a new process, so the user and join time must match too.
+  for (const json& s : body["sockets"]) {
+    if (!s.is_object()) continue;
+    sql.exec(
+        "UPDATE OR IGNORE channel_members SET epoch = ? "
+        "WHERE epoch <> ? AND shard = ? AND socket_id = ? AND user_id = ? AND joined_at = ?",
+        processEpoch(), processEpoch(), shard, s.value("socketId", int64_t{0}), str(s, "userId"),
+        s.value("joinedAt", int64_t{0}));
+  }
+  sql.exec("DELETE FROM channel_members WHERE epoch <> ? AND shard = ?", processEpoch(), shard);
+  memberShards_.reset();
 }
 
 const std::vector<int>& ChannelWebSocket::memberShards() {
   if (!memberShards_) {
-    forgetOldMembers();
+    checkOldMembers();
     SqlCursor c = state_.storage().sql().exec(
-        "SELECT shard, count(*) FROM channel_members WHERE epoch = ? GROUP BY shard "
-        "ORDER BY shard",
+        "SELECT shard, sum(epoch = ?) FROM channel_members GROUP BY shard ORDER BY shard",
         processEpoch());
     std::vector<int> shards;
     int64_t members = 0;
@@ -685,6 +713,16 @@ Response ChannelWebSocket::history(Request& request) {
 Response ChannelWebSocket::internal(Request& request) {
   const std::string& path = request.path();
   if (shard_) {
+    if (path == "/internal/members") {  // the channel object checks its rows (checkOldMembers)
+      json sockets = json::array();
+      for (const WebSocket& ws : state_.getWebSockets()) {
+        json a = attachmentOf(ws);
+        sockets.push_back({{"socketId", ws.id()},
+                           {"userId", str(a, "userId")},
+                           {"joinedAt", field(a, "joinedAt")}});
+      }
+      return Response::json(200, dump(json{{"sockets", std::move(sockets)}}));
+    }
     if (path != "/internal/deliver") return jsonError(404, "not found");
     if (auto seq = request.header(kChannelSeqHeader)) {
       std::optional<int64_t> n = parseInt(*seq);
@@ -726,7 +764,7 @@ Response ChannelWebSocket::internal(Request& request) {
   }
   if (path == "/internal/join") {
     if (!origin) return jsonError(400, "shard missing");
-    forgetOldMembers();
+    checkOldMembers();
     int64_t members = memberCount();
     int64_t max = body.value("maxConnections", int64_t{0});
     if (max > 0 && members >= max) return jsonError(503, "Channel full");
@@ -750,10 +788,10 @@ Response ChannelWebSocket::internal(Request& request) {
   }
   if (path == "/internal/leave") {
     if (!origin) return jsonError(400, "shard missing");
-    forgetOldMembers();
+    checkOldMembers();
     state_.storage().sql().exec(
-        "DELETE FROM channel_members WHERE epoch = ? AND shard = ? AND socket_id = ?",
-        processEpoch(), *origin, body.value("socketId", int64_t{0}));
+        "DELETE FROM channel_members WHERE shard = ? AND socket_id = ?", *origin,
+        body.value("socketId", int64_t{0}));
     memberShards_.reset();
     if (auto frame = body.find("frame"); frame != body.end() && frame->is_string()) {
       state_.broadcast(frame->get<std::string>());
@@ -765,10 +803,10 @@ Response ChannelWebSocket::internal(Request& request) {
     std::string frame = str(body, "frame");
     if (frame.empty()) return jsonError(400, "frame missing");
     if (auto status = body.find("status"); status != body.end() && status->is_string() && origin) {
-      forgetOldMembers();
+      checkOldMembers();
       state_.storage().sql().exec(
-          "UPDATE channel_members SET status = ? WHERE epoch = ? AND shard = ? AND socket_id = ?",
-          status->get<std::string>(), processEpoch(), *origin, body.value("socketId", int64_t{0}));
+          "UPDATE channel_members SET status = ? WHERE shard = ? AND socket_id = ?",
+          status->get<std::string>(), *origin, body.value("socketId", int64_t{0}));
     }
     state_.broadcast(frame);
     fanOut(frame, origin, std::nullopt);

@@ -97,10 +97,18 @@ class ChannelWebSocket final : public DurableObject {
   // {"id": UUID or null, "seq": 0 when the history is empty} of the newest message.
   json lastMessage();
   json onlineUsers();
-  // Drops member rows left by an earlier process of the host (their sockets died with it).
-  void forgetOldMembers();
-  // Shards with members, and the number of members (all shards plus local sockets); cached
-  // until the next join or leave.
+  // Member rows carry the id of the process that wrote them. Rows of another process may name
+  // sockets that died with it (an earlier run of the host) or sockets that are still open on
+  // a shard of another host (in a cluster this object may move between hosts, its shards
+  // stay): once per instance, each shard with such rows is asked which sockets it holds.
+  void checkOldMembers();
+  // The shard's answer: its rows of other processes are kept (now as this process's) for the
+  // sockets it still holds, and dropped for the others.
+  void confirmMembers(int shard, const Response& reply);
+  // Shards with members, those whose rows are not confirmed yet included (a message reaches
+  // them rather than being lost; at worst a shard gets it with no socket left), and the
+  // number of confirmed members (all shards plus local sockets); cached until the next change
+  // of the rows.
   const std::vector<int>& memberShards();
   int64_t memberCount();
   void fanOut(const std::string& frame, std::optional<int> exceptShard,
@@ -118,7 +126,7 @@ class ChannelWebSocket final : public DurableObject {
 
   // Caches, rebuilt after eviction (the truth is in storage and attachments).
   bool schemaReady_ = false;
-  bool oldMembersForgotten_ = false;
+  bool oldMembersChecked_ = false;
   std::optional<std::vector<int>> memberShards_;
   int64_t memberCount_ = 0;  // valid with memberShards_
   // Shard role: sockets accepted but not yet sent initial_state (a join call is pending,

@@ -1096,11 +1096,6 @@ class ShardedTests(ChannelTestCase):
         for ws in (a, b, c, r):
             await ws.close()
 
-    # Over a cluster, a message a shard posts after its channel object was evicted (and let go)
-    # and claimed again is stored but, now and then, reaches no shard: a known bug of the
-    # relay, not of the test (docs/cluster.md, "The app suites over a cluster").
-    @unittest.skipIf(CLUSTER, "known cluster bug: after evicting a sharded channel and its "
-                     "shards, stored messages sometimes reach no shard")
     async def test_shards_evicted_mid_conversation_still_deliver_in_order(self):
         channel = new_channel("ev")
         users = self.users_on_distinct_shards(4)
@@ -1120,6 +1115,45 @@ class ShardedTests(ChannelTestCase):
         self.assertEqual(seqs(got[0]), list(range(1, sent + 1)))
         for ws in socks:
             await ws.close()
+
+    # The channel object's member rows were written on the host that owned it before; the
+    # host that claims it next must still deliver to those shards, and count their members.
+    @unittest.skipUnless(CLUSTER, "needs a cluster (DOHOST_TEST_CLUSTER=3)")
+    async def test_a_channel_claimed_by_another_host_still_reaches_its_shards(self):
+        a, b = self.host.hosts[0], self.host.hosts[1]
+        channel = new_channel("moved")
+        ws, _ = await join(a, channel, "alice")
+        self.assertIs(self.host.owner_of(CLASS, channel), a)
+        released = metric(a.metrics(), "dohost_placement_releases_total")
+        self.assertEqual(a.admin_json("POST", f"/objects/{CLASS}/{quote(channel)}/evict")[0], 200)
+        deadline = time.monotonic() + 5
+        while metric(a.metrics(), "dohost_placement_releases_total") == released:
+            self.assertLess(time.monotonic(), deadline, "the channel object was not let go")
+            await asyncio.sleep(0.05)
+        full_history(b, channel)  # host b claims the channel object
+        self.assertIs(self.host.owner_of(CLASS, channel), b)
+        await say(ws, "after the move")
+        self.assertEqual((await next_of(ws, "message"))["message"]["content"], "after the move")
+        bob, init = await join(a, channel, "bob")
+        self.assertEqual(sorted(u["userId"] for u in init["onlineUsers"]), ["alice", "bob"])
+        for w in (ws, bob):
+            await w.close()
+
+    async def test_members_of_an_earlier_run_are_not_counted(self):
+        users = self.users_on_distinct_shards(2)
+        with Host(apps=("channels",), env=self.host_env) as host:
+            channel = new_channel("rerun")
+            a, _ = await join(host, channel, users[0])
+            host.restart()
+            with self.assertRaises(websockets.exceptions.ConnectionClosed):
+                for _ in range(5):
+                    await a.recv()
+            b, init = await join(host, channel, users[1])
+            self.assertEqual([u["userId"] for u in init["onlineUsers"]], [users[1]])
+            await say(b, "after the restart")
+            self.assertEqual((await next_of(b, "message"))["message"]["content"],
+                             "after the restart")
+            await b.close()
 
     async def test_the_connection_limit_counts_the_whole_channel(self):
         channel = new_channel("lim")

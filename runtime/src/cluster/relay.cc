@@ -909,7 +909,27 @@ void Relay::onHttpRequest(Link& l, HttpRequest r) {
     send(*l, out);
   };
   if (!runtime_.mayRun(r.className, r.objectId)) {
-    send(l, NotOwner{r.stream, ownership_.knownOwner(r.className, r.objectId).value_or("")});
+    std::optional<std::string> known = ownership_.knownOwner(r.className, r.objectId);
+    if (known || leaving_) {
+      send(l, NotOwner{r.stream, known.value_or("")});
+      return;
+    }
+    // The edge read this host as the owner, but it has let the object go (an idle object's
+    // key is deleted after its claim here is dropped) or not claimed it yet. Its claim, queued
+    // after any release of the object, says who owns it now: answering NotOwner at once would
+    // send the edge's one more look-up back here while the key is still there.
+    auto request = std::make_shared<HttpRequest>(std::move(r));
+    runtime_.acquire(request->className, request->objectId,
+                     [this, id = l.id, request](Result<OwnerInfo> owner) {
+                       Link* l = link(id);
+                       if (l == nullptr) return;
+                       if (owner.isOk() && owner->local &&
+                           runtime_.mayRun(request->className, request->objectId)) {
+                         onHttpRequest(*l, std::move(*request));
+                         return;
+                       }
+                       send(*l, NotOwner{request->stream, owner.isOk() ? owner->hostId : ""});
+                     });
     return;
   }
   // Ids are unique per edge incarnation (its tag); an edge that registered again keeps its
