@@ -170,8 +170,11 @@ void LeaseKeeper::serve(std::unique_lock<std::mutex>& lock) {
   }
   int64_t lease = state_.lease;
   lock.unlock();
-  // The renewal must come back before the fence point, or it is of no use.
-  client_->setRequestTimeout(timeoutUntil(fenceAt));
+  // The renewal must come back before the fence point, or it is of no use. One try waits at
+  // most one interval: an endpoint that hangs (a member in an election, or cut off) would
+  // otherwise take the whole margin, while the next try goes to the next endpoint.
+  client_->setRequestTimeout(
+      std::min(timeoutUntil(fenceAt), std::max(options_.interval, kMinRequestTimeout)));
   Clock::time_point sent = Clock::now();
   Result<int64_t> ttl = client_->leaseKeepAlive(lease);
   lock.lock();
