@@ -80,7 +80,6 @@ TEST_CASE("messages for an ownerless object are held up to the per-object messag
   EdgeSockets edge(HoldLimits{.maxMessagesPerObject = 3, .maxBytesPerObject = 1000, .maxBytesTotal = 1000});
   REQUIRE(edge.add(sid(1), kRoom, "host-b").isOk());
   REQUIRE(edge.add(sid(2), kOther, "host-b").isOk());
-  CHECK(edge.hold(sid(1), false, "early") == HoldResult::kHasOwner);
   edge.ownerLost("host-b");
   CHECK(edge.hold(sid(1), false, "a") == HoldResult::kHeld);
   CHECK(edge.hold(sid(1), false, "b") == HoldResult::kHeld);
@@ -153,16 +152,33 @@ TEST_CASE("held messages flush to the new owner in order after re-attach") {
   CHECK(edge.heldMessages(kRoom) == 3);
 
   REQUIRE(edge.reattachFramesFor(kRoom, "host-c").size() == 2);
-  CHECK(edge.hold(sid(1), false, "four") == HoldResult::kHasOwner);  // forwarded, not held
-  std::vector<SocketMessage> held = edge.takeHeld(kRoom);
-  CHECK(held == std::vector<SocketMessage>{{sid(1), false, "one"}, {sid(2), true, "two"},
-                                           {sid(1), false, "three"}});
-  CHECK(edge.heldMessages(kRoom) == 0);
-  CHECK(edge.heldBytesTotal() == 0);
+  // Re-attaching: the new owner may still refuse the sockets, so their messages wait.
+  CHECK(edge.hold(sid(1), false, "four") == HoldResult::kHeld);
   CHECK(edge.takeHeld(kRoom).empty());
+  CHECK(edge.heldMessages(kRoom) == 4);
 
   CHECK(edge.applyReattachResult("host-c", ReattachResult{sid(1), true, ""}).isOk());
   CHECK(edge.find(sid(1))->state == EdgeSocketState::kAttached);
+  CHECK(edge.takeHeld(kRoom) == std::vector<SocketMessage>{{sid(1), false, "one"},
+                                                           {sid(1), false, "three"},
+                                                           {sid(1), false, "four"}});
+  CHECK(edge.applyReattachResult("host-c", ReattachResult{sid(2), true, ""}).isOk());
+  CHECK(edge.takeHeld(kRoom) == std::vector<SocketMessage>{{sid(2), true, "two"}});
+  CHECK(edge.heldMessages(kRoom) == 0);
+  CHECK(edge.heldBytesTotal() == 0);
+  CHECK(edge.takeHeld(kRoom).empty());
+}
+
+TEST_CASE("a host adopting the sockets itself takes their messages while re-attaching") {
+  EdgeSockets edge;
+  REQUIRE(edge.add(sid(1), kRoom, "host-b").isOk());
+  edge.ownerLost("host-b");
+  REQUIRE(edge.hold(sid(1), false, "one") == HoldResult::kHeld);
+  REQUIRE(edge.reattachFramesFor(kRoom, "host-a").size() == 1);
+  REQUIRE(edge.hold(sid(1), false, "two") == HoldResult::kHeld);
+  CHECK(edge.takeHeld(kRoom, EdgeSocketState::kReattaching) ==
+        std::vector<SocketMessage>{{sid(1), false, "one"}, {sid(1), false, "two"}});
+  CHECK(edge.heldBytesTotal() == 0);
 }
 
 TEST_CASE("a refused re-attach leaves the socket ownerless and counts the failure") {
@@ -228,6 +244,7 @@ TEST_CASE("a closed socket leaves every index and its held messages go") {
   std::vector<Reattach> frames = edge.reattachFramesFor(kRoom, "host-d");
   REQUIRE(frames.size() == 1);
   CHECK(frames[0].socket == sid(2));
+  REQUIRE(edge.applyReattachResult("host-d", ReattachResult{sid(2), true, ""}).isOk());
   CHECK(edge.takeHeld(kRoom) == std::vector<SocketMessage>{{sid(2), false, "from two"}});
   edge.closed(sid(2));
   CHECK(edge.size() == 0);

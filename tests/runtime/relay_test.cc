@@ -188,5 +188,151 @@ TEST_CASE_FIXTURE(OwnerSide, "garbage on a link closes it") {
   CHECK(io.closed == std::vector<LinkId>{link});
 }
 
+// --- The edge side: sockets whose owner went away ----------------------------------------
+
+// The owner a resolve names is the test's to set.
+class Resolver final : public Ownership {
+ public:
+  const std::string& selfId() const override { return self_; }
+  uint64_t incarnation() const override { return 3; }
+  std::optional<int64_t> claimToken(const std::string&, const std::string&) const override {
+    return std::nullopt;
+  }
+  void resolve(const std::string&, const std::string&,
+               std::function<void(Result<OwnerInfo>)> done) override {
+    if (!owner) return done(Status::ioError("etcd is away"));
+    done(*owner);
+  }
+  void forget(const std::string&, const std::string&, bool) override {}
+  std::optional<std::string> knownOwner(const std::string&, const std::string&) const override {
+    return std::nullopt;
+  }
+  void dropCached(const std::string&, const std::string&) override { ++dropped; }
+  std::optional<OwnerInfo> owner;
+  int dropped = 0;
+
+ private:
+  std::string self_ = "edge";
+};
+
+class DialingIo final : public LinkIo {
+ public:
+  bool dial(LinkId link, const std::string& peer) override {
+    dialed[peer] = link;
+    return true;
+  }
+  void wantWrite(LinkId) override {}
+  void close(LinkId) override {}
+  std::map<std::string, LinkId> dialed;
+};
+
+struct Client final : EdgeClient {
+  SendResult send(const FramePtr& frame) override {
+    frames.emplace_back(frame->payload());
+    return SendResult::kQueued;
+  }
+  void close(int code, const std::string&) override { closed = code; }
+  size_t queuedBytes() const override { return 0; }
+  void adoptLocal(std::shared_ptr<detail::SocketRecord>) override {}
+  std::vector<std::string> frames;
+  std::optional<int> closed;
+};
+
+class EdgeSide : public RuntimeFixture {
+ public:
+  EdgeSide() : relay(*runtime, resolver, RelayOptions{}) { relay.setIo(&io); }
+
+  std::vector<LinkFrame> out(LinkId link) {
+    std::vector<LinkFrame> frames;
+    std::string bytes;
+    while (relay.nextOutgoing(link, &bytes)) {
+      Result<LinkFrame> f = decode(bytes);
+      REQUIRE(f.isOk());
+      frames.push_back(std::move(f).value());
+    }
+    return frames;
+  }
+  // The dialed link to `host` comes up.
+  LinkId up(const std::string& host) {
+    REQUIRE(io.dialed.count(host + ":1"));
+    LinkId l = io.dialed[host + ":1"];
+    relay.connected(l);
+    relay.received(l, encode(HelloOk{host, 1}));
+    return l;
+  }
+  // A client's WebSocket to the object, relayed to host-b, which accepts it.
+  SocketId relayedSocket() {
+    Request request("GET", "/ws");
+    relay.forward(OwnerInfo{"host-b", "host-b:1", 4, false},
+                  ObjectRef{"Counter", idFromName("Counter", "alpha"), std::string("alpha")},
+                  request, true, [this](RelayOutcome o) -> EdgeClient* {
+                    CHECK(o.response.status() == 101);
+                    return &client;
+                  });
+    b = up("host-b");
+    SocketId socket = 0;
+    for (const LinkFrame& f : out(b)) {
+      if (auto* r = std::get_if<HttpRequest>(&f)) {
+        relay.received(b, encode(HttpResponse{r->stream, 101, {}, "", r->socket}));
+        socket = r->socket;
+      }
+    }
+    REQUIRE(socket != 0);
+    return socket;
+  }
+  template <typename T>
+  static std::vector<T> only(const std::vector<LinkFrame>& frames) {
+    std::vector<T> out;
+    for (const LinkFrame& f : frames) {
+      if (auto* t = std::get_if<T>(&f)) out.push_back(*t);
+    }
+    return out;
+  }
+
+  Resolver resolver;
+  DialingIo io;
+  Relay relay;
+  Client client;
+  LinkId b = 0;
+};
+
+TEST_CASE_FIXTURE(EdgeSide, "what a client sends while its socket is re-attached reaches the host that takes it, not one that refuses") {
+  SocketId socket = relayedSocket();
+  relay.received(b, encode(Leaving{"host-b"}));
+  relay.clientMessage(socket, Message{false, "held while ownerless"});
+  CHECK(only<SocketMessage>(out(b)).empty());
+
+  // A stale entry names host-c, which does not own the object.
+  resolver.owner = OwnerInfo{"host-c", "host-c:1", 5, false};
+  advance(relay.options().recoveryRetry);
+  LinkId c = up("host-c");
+  advance(relay.options().recoveryRetry);
+  std::vector<LinkFrame> sent = out(c);
+  REQUIRE(only<Reattach>(sent).size() == 1);
+  CHECK(only<SocketMessage>(sent).empty());  // not before host-c takes the socket
+  relay.clientMessage(socket, Message{false, "sent while re-attaching"});
+  CHECK(out(c).empty());
+  relay.received(c, encode(ReattachResult{socket, false, "this host does not own the object"}));
+  CHECK(resolver.dropped == 1);  // the next resolve asks etcd
+  CHECK(relay.edgeSockets().heldMessages(ObjectKey{"Counter", idFromName("Counter", "alpha")}) == 2);
+
+  // The real owner, host-d, takes the socket: both messages follow, in order.
+  resolver.owner = OwnerInfo{"host-d", "host-d:1", 6, false};
+  advance(relay.options().recoveryRetry);
+  LinkId d = up("host-d");
+  advance(relay.options().recoveryRetry);
+  REQUIRE(only<Reattach>(out(d)).size() == 1);
+  relay.received(d, encode(ReattachResult{socket, true, ""}));
+  std::vector<SocketMessage> delivered = only<SocketMessage>(out(d));
+  REQUIRE(delivered.size() == 2);
+  CHECK(delivered[0].payload == "held while ownerless");
+  CHECK(delivered[1].payload == "sent while re-attaching");
+  // Attached again: what comes next goes straight to host-d.
+  relay.clientMessage(socket, Message{false, "after"});
+  CHECK(only<SocketMessage>(out(d)).size() == 1);
+  CHECK(only<SocketMessage>(out(c)).empty());
+  CHECK_FALSE(client.closed);
+}
+
 }  // namespace
 }  // namespace dohost::testing

@@ -135,7 +135,6 @@ HoldResult EdgeSockets::hold(SocketId id, bool binary, std::string payload) {
   if (it == sockets_.end()) return HoldResult::kUnknownSocket;
   EdgeSocket& socket = it->second;
   if (socket.state == EdgeSocketState::kClosing) return HoldResult::kClosing;
-  if (socket.owner) return HoldResult::kHasOwner;
   auto found = held_.find(socket.object);
   size_t messages = found == held_.end() ? 0 : found->second.messages.size();
   size_t bytes = found == held_.end() ? 0 : found->second.bytes;
@@ -151,15 +150,14 @@ HoldResult EdgeSockets::hold(SocketId id, bool binary, std::string payload) {
   return HoldResult::kHeld;
 }
 
-std::vector<SocketMessage> EdgeSockets::takeHeld(const ObjectKey& object) {
+std::vector<SocketMessage> EdgeSockets::takeHeld(const ObjectKey& object, EdgeSocketState ready) {
   std::vector<SocketMessage> out;
   auto it = held_.find(object);
   if (it == held_.end()) return out;
   Hold& hold = it->second;
   std::deque<SocketMessage> kept;
   for (SocketMessage& m : hold.messages) {
-    const EdgeSocket& socket = sockets_.at(m.socket);
-    if (socket.owner) {
+    if (sockets_.at(m.socket).state == ready) {
       hold.bytes -= m.payload.size();
       heldBytesTotal_ -= m.payload.size();
       out.push_back(std::move(m));

@@ -63,10 +63,9 @@ struct HoldLimits {
 
 // What hold() did with a client message.
 enum class HoldResult {
-  kHeld,           // kept; takeHeld() returns it once the object has an owner again
+  kHeld,           // kept; takeHeld() returns it once its socket is attached again
   kOverLimit,      // refused: a bound would be passed. Close the client with
                    // kHoldRefusedCloseCode / kHoldRefusedReason, then call closed()
-  kHasOwner,       // not held: the socket has an owner (attached or re-attaching); forward it
   kClosing,        // not held: the socket is closing; drop the message
   kUnknownSocket,  // not held: no such socket
 };
@@ -124,15 +123,16 @@ class EdgeSockets {
   // re-attached to `from`.
   Status applyReattachResult(const std::string& from, const ReattachResult& result);
 
-  // A client message on socket `id`. While its object has no owner, it is held (see
-  // HoldResult); otherwise the caller forwards or drops it as the result says.
+  // A client message on socket `id` that cannot go to an owner now: the socket is ownerless,
+  // or being re-attached (a host that refuses the socket would drop what was sent before its
+  // answer), or its link is down. It is held (see HoldResult) until takeHeld().
   HoldResult hold(SocketId id, bool binary, std::string payload);
 
-  // The messages held for `object` whose sockets have an owner again (re-attaching or
-  // attached), oldest first, as frames for that owner; they leave the hold. Messages of
-  // sockets still ownerless stay. Send them after the object's Reattach frames (the link
-  // keeps their order, so the owner has the sockets first).
-  std::vector<SocketMessage> takeHeld(const ObjectKey& object);
+  // The messages held for `object` whose sockets are in state `ready` (attached: the new
+  // owner took them), oldest first, as frames for that owner; they leave the hold. Messages of
+  // other sockets stay. A host adopting the sockets itself takes them while kReattaching.
+  std::vector<SocketMessage> takeHeld(const ObjectKey& object,
+                                      EdgeSocketState ready = EdgeSocketState::kAttached);
 
   size_t heldMessages(const ObjectKey& object) const;
   size_t heldBytes(const ObjectKey& object) const;

@@ -652,7 +652,9 @@ void Relay::clientMessage(SocketId socket, Message message) {
       return;
     }
   }
-  if (s->owner && s->state != EdgeSocketState::kClosing) {
+  // Only to an owner that has taken the socket: one being re-attached may refuse it, and what
+  // it was sent before its answer would be lost. Anything else is held, in order.
+  if (s->owner && s->state == EdgeSocketState::kAttached) {
     auto e = edgeLink_.find(socket);
     Link* l = e == edgeLink_.end() ? nullptr : link(e->second);
     if (l != nullptr && l->state != LinkState::kClosed) {
@@ -790,24 +792,23 @@ void Relay::recover(const ObjectKey& object) {
     // Not before the link is up: held messages sent to a host that turns out dead are lost.
     if (l == nullptr || l->state != LinkState::kUp) return retry();
     std::vector<Reattach> frames = edge_.reattachFramesFor(object, owner->hostId);
-    std::vector<SocketMessage> held = edge_.takeHeld(object);
     // The entry stays (with its start time) until every socket is attached again.
     if (frames.empty()) return;
     for (const Reattach& f : frames) {
       edgeLink_[f.socket] = l->id;
       send(*l, f);
     }
-    for (SocketMessage& m : held) send(*l, m);
     logLine(LogLevel::kInfo, "relay: re-attaching " + std::to_string(frames.size()) +
                                  " sockets to host " + owner->hostId + " (" +
-                                 std::to_string(held.size()) + " held messages follow)",
+                                 std::to_string(edge_.heldMessages(object)) +
+                                 " held messages follow once it takes them)",
             object.className, object.objectId);
   });
 }
 
 void Relay::adoptHere(const ObjectKey& object) {
   std::vector<Reattach> frames = edge_.reattachFramesFor(object, ownership_.selfId());
-  std::vector<SocketMessage> held = edge_.takeHeld(object);
+  std::vector<SocketMessage> held = edge_.takeHeld(object, EdgeSocketState::kReattaching);
   if (frames.empty()) return;
   ObjectSlot& slot = runtime_.slot(object.className, object.objectId, std::nullopt);
   std::unordered_map<SocketId, std::shared_ptr<detail::SocketRecord>> records;
@@ -852,6 +853,7 @@ void Relay::onReattachResult(Link& l, const ReattachResult& result) {
   const EdgeSocket* s = edge_.find(result.socket);
   if (result.ok) {
     if (s == nullptr) return;
+    sendHeld(s->object);
     bool settled = true;
     for (SocketId sid : edge_.socketsOf(s->object)) {
       const EdgeSocket* o = edge_.find(sid);
@@ -865,11 +867,25 @@ void Relay::onReattachResult(Link& l, const ReattachResult& result) {
   logLine(LogLevel::kWarn, "relay: host " + l.peerId + " refused to re-attach a socket: " +
                                result.reason,
           s->object.className, s->object.objectId);
+  // The host was taken for the owner from a cached entry that may be stale: ask etcd next.
+  ownership_.dropCached(s->object.className, s->object.objectId);
   if (s->failedReattaches >= options_.maxReattachRefusals) {
     closeEdgeSocket(result.socket, 1011, "the object's new host refused the socket; reconnect");
     return;
   }
   startRecovery(s->object, l.peerId);
+}
+
+void Relay::sendHeld(const ObjectKey& object) {
+  for (SocketMessage& m : edge_.takeHeld(object)) {
+    auto e = edgeLink_.find(m.socket);
+    Link* l = e == edgeLink_.end() ? nullptr : link(e->second);
+    if (l != nullptr && l->state != LinkState::kClosed) {
+      send(*l, m);
+    } else {
+      (void)edge_.hold(m.socket, m.binary, std::move(m.payload));  // back, in order, for the next owner
+    }
+  }
 }
 
 // --- Owner ---------------------------------------------------------------------------------------

@@ -228,6 +228,8 @@ class Relay {
   void onMeta(Link& l, const SocketMeta& meta);
   void onReattach(Link& l, const Reattach& reattach);
   void onReattachResult(Link& l, const ReattachResult& result);
+  // The held messages of `object`'s sockets that are attached now, to their owners.
+  void sendHeld(const ObjectKey& object);
   void ownerGone(const std::string& host, const std::string& why, bool quiet);
   void startRecovery(const ObjectKey& object, const std::string& lostHost);
   void recover(const ObjectKey& object);
