@@ -360,13 +360,15 @@ int KeepAliveHttp::readResponse(std::string* body) {
 double metricSum(const std::string& text, const std::string& name) {
   double total = 0;
   bool found = false;
-  std::string start = "\n" + name + "{";
-  for (size_t at = text.find(start); at != std::string::npos; at = text.find(start, at + 1)) {
-    size_t eol = text.find('\n', at + 1);
-    if (eol == std::string::npos) eol = text.size();
-    size_t space = text.rfind(' ', eol);
-    total += std::atof(text.substr(space + 1, eol - space - 1).c_str());
-    found = true;
+  // Series with labels (`name{...} v`) and the one without (`name v`).
+  for (const std::string& start : {"\n" + name + "{", "\n" + name + " "}) {
+    for (size_t at = text.find(start); at != std::string::npos; at = text.find(start, at + 1)) {
+      size_t eol = text.find('\n', at + 1);
+      if (eol == std::string::npos) eol = text.size();
+      size_t space = text.rfind(' ', eol);
+      total += std::atof(text.substr(space + 1, eol - space - 1).c_str());
+      found = true;
+    }
   }
   return found ? total : -1;
 }

@@ -31,6 +31,11 @@ constexpr double kLatencyRatioTarget = 1.25;
 constexpr double kBytesPerSocketTarget = 8 * 1024;
 constexpr double kWakeTargetUs = 1000;
 constexpr size_t kTargetReceivers = 1000;
+// The targets of the cluster (issue 13), for 10,000 receivers over 2 hosts.
+constexpr double kOwnerCpuTarget = 0.6;
+constexpr double kAllCpuTarget = 1.15;
+constexpr double kRelayAddedTargetUs = 150;
+constexpr double kRelayedMemoryTarget = 2.0;
 
 std::string selfPath() {
   std::error_code ec;
@@ -107,6 +112,61 @@ void row(const std::string& label, const std::string& a, const std::string& b = 
          const std::string& c = "", const std::string& d = "") {
   std::printf("  %-44s %12s %12s %10s %10s\n", label.c_str(), a.c_str(), b.c_str(), c.c_str(),
               d.c_str());
+}
+
+void printClusterTable(const Json& c) {
+  std::printf("\nCluster: %d hosts and a local etcd on this machine, next to one dohost alone\n",
+              c["hosts"].get<int>());
+  if (c.contains("error")) {
+    std::printf("    failed: %s\n", c["error"].get<std::string>().c_str());
+    return;
+  }
+  const Json& one = c["single"];
+  const Json& all = c["cluster"];
+  row("", "one host", "cluster", "ratio");
+  size_t receivers = one["fanout"]["receivers"].get<size_t>();
+  auto pair = [&](const std::string& label, double a, double b, std::string (*fmt)(double)) {
+    row(label, fmt(a), fmt(b), fmtRatio(b, a));
+  };
+  std::printf("  One broadcast to %zu receivers (spread evenly over the hosts), sender on the owner\n", receivers);
+  pair("owner CPU per broadcast", num(one, {"fanout", "allCpuPerBroadcastUs"}),
+       num(all, {"fanout", "ownerCpuPerBroadcastUs"}), fmtUs);
+  pair("all hosts' CPU per broadcast", num(one, {"fanout", "allCpuPerBroadcastUs"}),
+       num(all, {"fanout", "allCpuPerBroadcastUs"}), fmtUs);
+  pair("all hosts' CPU per delivered frame", num(one, {"fanout", "allCpuPerFrameUs"}),
+       num(all, {"fanout", "allCpuPerFrameUs"}), fmtUs);
+  pair("latency to the last receiver, median", num(one, {"fanout", "latencyLastUs", "median"}),
+       num(all, {"fanout", "latencyLastUs", "median"}), fmtUs);
+  if (all.contains("fanout") && all["fanout"].contains("hosts")) {
+    int i = 0;
+    for (const Json& h : all["fanout"]["hosts"]) {
+      row("  host " + std::to_string(i) + (i == 0 ? " (owner)" : " (edge)") + ", CPU per broadcast", "",
+          fmtUs(num(h, {"cpuPerBroadcastUs"})));
+      ++i;
+    }
+  }
+  if (all.contains("latencyUs")) {
+    std::printf("  A message between two clients (cluster: on different hosts, the receiver's owns it)\n");
+    pair("median", num(one, {"latencyUs", "median"}), num(all, {"latencyUs", "median"}), fmtUs);
+    pair("p99", num(one, {"latencyUs", "p99"}), num(all, {"latencyUs", "p99"}), fmtUs);
+  }
+  if (all.contains("memory")) {
+    auto bytes = [](double v) { return v < 0 ? std::string("-") : fmtNum(v, " B"); };
+    std::printf("  %zu hibernated sockets, object evicted (cluster: through another host than the owner)\n",
+                all["memory"]["sockets"].get<size_t>());
+    pair("memory per socket (edge + owner)", num(one, {"memory", "bytesPerSocket"}),
+         num(all, {"memory", "bytesPerSocket"}), bytes);
+    row("  of which the edge / the owner", "", bytes(num(all, {"memory", "edgeBytesPerSocket"})) + " / " +
+                                                 bytes(num(all, {"memory", "ownerBytesPerSocket"})));
+  }
+  if (c.contains("projection")) {
+    const Json& p = c["projection"];
+    std::printf("  Projection: %s frames/s per core at the cluster's CPU per frame (one host alone: %s);\n"
+                "  %d hosts on %d cores: %s frames/s, while the owner is not the busiest host\n",
+                fmtNum(num(p, {"framesPerSecondPerCore"})).c_str(),
+                fmtNum(num(p, {"framesPerSecondOneHost"})).c_str(), c["hosts"].get<int>(),
+                c["hosts"].get<int>(), fmtNum(num(p, {"framesPerSecondNHosts"})).c_str());
+  }
 }
 
 void printTable(const Json& r) {
@@ -198,8 +258,9 @@ void printTable(const Json& r) {
       row("added by waking (durability " + dur + ")", fmtUs(num(w, {"addedMedianUs"})), fmtUs(num(w, {"addedP99Us"})));
     }
   }
+  if (r.contains("cluster")) printClusterTable(r["cluster"]);
   if (r.contains("targets") && !r["targets"].empty()) {
-    std::printf("\nTargets (issue 3)\n");
+    std::printf("\nTargets\n");
     for (const Json& t : r["targets"]) {
       std::printf("  %-58s %-14s %s\n", t["target"].get<std::string>().c_str(),
                   t["value"].get<std::string>().c_str(), t["met"].get<bool>() ? "met" : "MISSED");
@@ -230,6 +291,22 @@ Json checkTargets(const Json& r) {
     double b = num(r["memory"], {"dohost", "bytesPerSocket"});
     if (b >= 0) add("host memory per hibernated socket <= 8 KiB", fmtNum(b, " B"), b <= kBytesPerSocketTarget);
   }
+  if (r.contains("cluster") && !r["cluster"].contains("error")) {
+    const Json& c = r["cluster"];
+    char buf[64];
+    double owner = num(c, {"ownerCpuRatio"}), all = num(c, {"allCpuPerFrameRatio"});
+    std::snprintf(buf, sizeof buf, "%.2fx", owner);
+    add("cluster: owner CPU per broadcast <= 0.6x one host", buf, owner > 0 && owner <= kOwnerCpuTarget);
+    std::snprintf(buf, sizeof buf, "%.2fx", all);
+    add("cluster: all hosts' CPU per frame <= 1.15x one host", buf, all > 0 && all <= kAllCpuTarget);
+    if (c.contains("relayAddedMedianUs")) {
+      double us = num(c, {"relayAddedMedianUs"});
+      add("cluster: the relay adds <= 150 us to the median", fmtUs(us), us <= kRelayAddedTargetUs);
+      double m = num(c, {"memoryRatio"});
+      std::snprintf(buf, sizeof buf, "%.2fx", m);
+      add("cluster: memory per relayed hibernated socket <= 2x", buf, m > 0 && m <= kRelayedMemoryTarget);
+    }
+  }
   if (r.contains("wake")) {
     for (const Json& w : r["wake"]) {
       double us = num(w, {"addedMedianUs"});
@@ -249,7 +326,15 @@ int benchMain(int argc, char** argv) {
   size_t memorySockets = 0;
   double saturationSeconds = 2.0, storageSeconds = 2.0;
   bool json = false, noFloor = false;
-  cli.add_option("--scenario", scenarios, "storage, fanout, memory, wake, chat, publish, guide or all (comma-separated)");
+  cli.add_option("--scenario", scenarios,
+                 "storage, fanout, memory, wake, chat, publish, guide or all (comma-separated); "
+                 "cluster (not in all: it starts etcd and --hosts hosts)");
+  int hosts = 0;
+  size_t clusterReceivers = 10000;
+  cli.add_option("--hosts", hosts, "the cluster scenario's hosts (2 to 8; alone, it chooses that scenario)")
+      ->check(CLI::Range(2, 8));
+  cli.add_option("--cluster-receivers", clusterReceivers, "the cluster scenario's fan-out receivers (default 10000)")
+      ->check(CLI::Range(2, 10000));
   cli.add_option("--sockets", socketsText, "receivers per fan-out, comma-separated (default 100,1000,10000)");
   cli.add_option("--rounds", rounds, "latency rounds per fan-out size (default: 200000/N, 30..2000)");
   cli.add_option("--saturation-seconds", saturationSeconds, "measured seconds of each saturation run (default 2)");
@@ -294,6 +379,8 @@ int benchMain(int argc, char** argv) {
   if (floorPort > 0) return floorServerMain(floorPort, floorLoopKind);
 
   std::set<std::string> chosen;
+  if (hosts > 0 && scenarios == "all") scenarios = "cluster";
+  if (hosts == 0) hosts = 2;
   {
     std::stringstream ss(scenarios);
     std::string s;
@@ -301,7 +388,7 @@ int benchMain(int argc, char** argv) {
       if (s == "all") {
         chosen.insert({"storage", "fanout", "memory", "wake", "chat", "publish", "guide"});
       } else if (s == "storage" || s == "fanout" || s == "memory" || s == "wake" || s == "chat" ||
-                 s == "publish" || s == "guide") {
+                 s == "publish" || s == "guide" || s == "cluster") {
         chosen.insert(s);
       } else {
         std::fprintf(stderr, "dohost-bench: unknown scenario \"%s\"\n", s.c_str());
@@ -325,6 +412,7 @@ int benchMain(int argc, char** argv) {
   o.messageBytes = messageBytes;
   o.memorySockets = memorySockets;
   o.wakeSamples = wakeSamples;
+  o.clusterReceivers = clusterReceivers;
   o.tempParent = tmp;
   o.floor = !noFloor;
   o.floorLoop = floorLoop;
@@ -341,7 +429,8 @@ int benchMain(int argc, char** argv) {
       std::fprintf(stderr, "dohost-bench: --connect and --admin take 127.0.0.1:PORT (loopback only)\n");
       return 2;
     }
-  } else if (chosen.count("fanout") || chosen.count("memory") || chosen.count("wake")) {
+  } else if (chosen.count("fanout") || chosen.count("memory") || chosen.count("wake") ||
+             chosen.count("cluster")) {
     if (access(o.dohostPath.c_str(), X_OK) != 0) {
       std::fprintf(stderr, "dohost-bench: no dohost binary at %s (use --dohost PATH)\n", o.dohostPath.c_str());
       return 2;
@@ -379,6 +468,14 @@ int benchMain(int argc, char** argv) {
   if (chosen.count("wake")) {
     std::fprintf(stderr, "wake ...\n");
     r["wake"] = runWakeBench(o);
+  }
+  if (chosen.count("cluster")) {
+    if (o.externalPort) {
+      std::fprintf(stderr, "dohost-bench: the cluster scenario starts its own hosts (no --connect)\n");
+      return 2;
+    }
+    std::fprintf(stderr, "cluster ...\n");
+    r["cluster"] = runClusterBench(o, hosts);
   }
   ao.selfPath = o.selfPath;
   ao.dohostPath = o.dohostPath;

@@ -13,208 +13,11 @@
 #include <random>
 #include <unordered_map>
 
+#include "ws_common.h"
 #include "ws_fleet.h"
 
 namespace dohost::bench {
 namespace {
-
-constexpr const char* kBroadcasterClass = "Broadcaster";
-
-// A server under test: a dohost or a floor server this bench started, or a dohost that was
-// already running (external: never stopped by the bench).
-struct Server {
-  std::string kind;  // "dohost" or "floor"
-  std::unique_ptr<TempFolder> dir;
-  std::unique_ptr<ChildProcess> child;  // declared after dir: stopped before the folder goes
-  pid_t pid = 0;                        // 0: unknown (external without --pid)
-  int port = 0;
-  int adminPort = 0;
-  bool external = false;
-
-  ~Server() {
-    if (child) child->kill();
-  }
-  std::string path(const std::string& projectId, const std::string& type = "runtime") const {
-    if (kind == "floor") return "/";
-    return "/websocket?type=" + type + "&projectId=" + projectId;
-  }
-};
-
-std::unique_ptr<Server> startDohost(const WsBenchOptions& o, bool durabilityFull, std::string* error) {
-  auto s = std::make_unique<Server>();
-  s->kind = "dohost";
-  if (o.externalPort != 0) {
-    s->external = true;
-    s->port = o.externalPort;
-    s->adminPort = o.externalAdminPort;
-    s->pid = o.externalPid;
-    return s;
-  }
-  s->dir = std::make_unique<TempFolder>(o.tempParent);
-  s->port = freeLoopbackPort();
-  do {
-    s->adminPort = freeLoopbackPort();
-  } while (s->adminPort == s->port);
-  // Only the Broadcaster listens. Pings are pushed past the run so that a ping burst to
-  // thousands of idle receivers does not land in the middle of a measured round.
-  std::string config = s->dir->path() + "/dohost.toml";
-  {
-    std::ofstream out(config);
-    out << "ping_interval = 3600\n"
-        << "durability = \"" << (durabilityFull ? "full" : "normal") << "\"\n";
-    for (const char* app : {"bridge", "hopeflow", "channels", "guide"}) {
-      out << "[apps." << app << "]\nlisten = \"off\"\n";
-    }
-  }
-  std::vector<std::string> argv = {o.dohostPath,
-                                   "--config", config,
-                                   "--data", s->dir->path() + "/data",
-                                   "--admin", "127.0.0.1:" + std::to_string(s->adminPort),
-                                   "--app", "broadcaster=127.0.0.1:" + std::to_string(s->port),
-                                   "--idle-evict", "3600",
-                                   "--log-level", "warn"};
-  s->child = std::make_unique<ChildProcess>();
-  if (!s->child->start(argv, s->dir->path() + "/dohost.log", error)) return nullptr;
-  s->pid = s->child->pid();
-  if (!waitListening(s->port, s->child.get(), 15, error)) return nullptr;
-  if (!waitListening(s->adminPort, s->child.get(), 15, error)) return nullptr;
-  return s;
-}
-
-std::unique_ptr<Server> startFloor(const WsBenchOptions& o, std::string* error) {
-  auto s = std::make_unique<Server>();
-  s->kind = "floor";
-  s->dir = std::make_unique<TempFolder>(o.tempParent);
-  s->port = freeLoopbackPort();
-  s->child = std::make_unique<ChildProcess>();
-  if (!s->child->start({o.selfPath, "--floor-server", std::to_string(s->port), "--floor-loop", o.floorLoop},
-                       s->dir->path() + "/floor.log", error)) {
-    return nullptr;
-  }
-  s->pid = s->child->pid();
-  if (!waitListening(s->port, s->child.get(), 15, error)) return nullptr;
-  return s;
-}
-
-std::string uniqueSuffix() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%08llx", static_cast<unsigned long long>(rng() & 0xffffffffULL));
-  return buf;
-}
-
-// A message of about `bytes` bytes that carries `seq`. The Broadcaster forwards it with a
-// `from` added; the floor forwards it as it is.
-std::string makeMessage(int64_t seq, size_t bytes) {
-  std::string s = std::to_string(seq);
-  std::string head = "{\"id\":\"b" + s + "\",\"type\":\"bench\",\"payload\":{\"seq\":" + s + ",\"pad\":\"";
-  std::string tail = "\"}}";
-  size_t fixed = head.size() + tail.size();
-  return head + std::string(bytes > fixed ? bytes - fixed : 0, 'x') + tail;
-}
-
-int64_t parseSeq(std::string_view m) {
-  size_t at = m.find("\"seq\":");
-  if (at == std::string_view::npos) return -1;
-  int64_t v = 0;
-  bool any = false;
-  for (size_t i = at + 6; i < m.size() && m[i] >= '0' && m[i] <= '9'; ++i) {
-    v = v * 10 + (m[i] - '0');
-    any = true;
-  }
-  return any ? v : -1;
-}
-
-// Rounds of one message from connection `sender` to `receivers` connections of the fleet
-// (a round is complete when that many copies arrived).
-class FanoutDriver {
- public:
-  FanoutDriver(ClientFleet& fleet, size_t receivers, size_t messageBytes, size_t sender = 0)
-      : fleet_(fleet), receivers_(receivers), messageBytes_(messageBytes), sender_(sender) {
-    fleet_.onSent = [this](ClientConn& c, SteadyClock::time_point t) {
-      if (c.index != sender_ || unsent_.empty()) return;
-      auto it = open_.find(unsent_.front());
-      unsent_.pop_front();
-      if (it != open_.end()) it->second.sent = t;
-    };
-    fleet_.onMessage = [this](ClientConn& c, std::string_view m, SteadyClock::time_point t) {
-      onMessage(c, m, t);
-    };
-  }
-  ~FanoutDriver() {
-    fleet_.onSent = nullptr;
-    fleet_.onMessage = nullptr;
-  }
-
-  void sendOne() {
-    int64_t seq = nextSeq_++;
-    open_[seq] = Round{};
-    unsent_.push_back(seq);
-    fleet_.send(sender_, makeMessage(seq, messageBytes_));
-  }
-  void topUp() {
-    while (window_ > 0 && open_.size() < window_) sendOne();
-  }
-  bool runRound(double timeoutSeconds) {
-    sendOne();
-    return fleet_.serveUntil([this] { return open_.empty(); }, timeoutSeconds);
-  }
-  bool drain(double timeoutSeconds) {
-    window_ = 0;
-    return fleet_.serveUntil([this] { return open_.empty(); }, timeoutSeconds);
-  }
-
-  void setWindow(size_t w) { window_ = w; }
-  void setCounting(bool on) {
-    counting_ = on;
-    if (on) countedFrames_ = 0;
-  }
-  void clearSamples() {
-    lastUs_.clear();
-    firstUs_.clear();
-  }
-  const std::vector<double>& lastUs() const { return lastUs_; }
-  const std::vector<double>& firstUs() const { return firstUs_; }
-  uint64_t countedFrames() const { return countedFrames_; }
-  size_t frameBytes() const { return frameBytes_; }
-  size_t openRounds() const { return open_.size(); }
-
- private:
-  struct Round {
-    SteadyClock::time_point sent, first, last;
-    size_t got = 0;
-  };
-
-  void onMessage(ClientConn& c, std::string_view m, SteadyClock::time_point t) {
-    if (c.index == sender_) return;  // the sender gets nothing of its own; anything else is noise
-    int64_t seq = parseSeq(m);
-    auto it = open_.find(seq);
-    if (it == open_.end()) return;
-    Round& r = it->second;
-    if (r.got++ == 0) r.first = t;
-    r.last = t;
-    frameBytes_ = m.size();
-    if (counting_) ++countedFrames_;
-    if (r.got < receivers_) return;
-    lastUs_.push_back(microsBetween(r.sent, r.last));
-    firstUs_.push_back(microsBetween(r.sent, r.first));
-    open_.erase(it);
-    topUp();
-  }
-
-  ClientFleet& fleet_;
-  size_t receivers_;
-  size_t messageBytes_;
-  size_t sender_;
-  int64_t nextSeq_ = 1;
-  std::deque<int64_t> unsent_;
-  std::unordered_map<int64_t, Round> open_;
-  std::vector<double> lastUs_, firstUs_;
-  size_t window_ = 0;
-  bool counting_ = false;
-  uint64_t countedFrames_ = 0;
-  size_t frameBytes_ = 0;
-};
 
 int autoRounds(size_t receivers) {
   return static_cast<int>(std::clamp<size_t>(200000 / std::max<size_t>(receivers, 1), 30, 2000));
@@ -396,7 +199,7 @@ bool measureSides(std::vector<FanoutSide*> sides, int rounds, double saturationS
   return true;
 }
 
-double num(const Json& j, const char* a, const char* b = nullptr) {
+double numAt(const Json& j, const char* a, const char* b = nullptr) {
   const Json* p = &j;
   if (!p->contains(a)) return 0;
   p = &(*p)[a];
@@ -409,16 +212,6 @@ double num(const Json& j, const char* a, const char* b = nullptr) {
 
 Json ratio(double a, double b) { return b > 0 && a > 0 ? Json(a / b) : Json(nullptr); }
 
-// POST .../evict on the admin API; true when the object is evicted afterwards.
-bool evict(const Server& s, const std::string& projectId, std::string* error) {
-  HttpResult r = httpRequest(s.adminPort, "POST",
-                             "/objects/" + std::string(kBroadcasterClass) + "/" + projectId + "/evict");
-  if (r.status != 200) {
-    *error = "admin evict answered " + std::to_string(r.status) + ": " + r.body;
-    return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -485,21 +278,21 @@ Json runFanoutBench(const WsBenchOptions& o) {
       const Json& dj = entry["dohost"];
       const Json& fj = entry["floor"];
       entry["ratio"] = Json{
-          {"latencyLastMedian", ratio(num(dj, "latencyLastUs", "median"), num(fj, "latencyLastUs", "median"))},
-          {"latencyLastP99", ratio(num(dj, "latencyLastUs", "p99"), num(fj, "latencyLastUs", "p99"))},
-          {"cpuPerFrame", ratio(num(dj, "cpuPerFrameUs"), num(fj, "cpuPerFrameUs"))},
+          {"latencyLastMedian", ratio(numAt(dj, "latencyLastUs", "median"), numAt(fj, "latencyLastUs", "median"))},
+          {"latencyLastP99", ratio(numAt(dj, "latencyLastUs", "p99"), numAt(fj, "latencyLastUs", "p99"))},
+          {"cpuPerFrame", ratio(numAt(dj, "cpuPerFrameUs"), numAt(fj, "cpuPerFrameUs"))},
           {"saturationCpuPerFrame",
-           ratio(num(dj, "saturation", "cpuPerFrameUs"), num(fj, "saturation", "cpuPerFrameUs"))},
+           ratio(numAt(dj, "saturation", "cpuPerFrameUs"), numAt(fj, "saturation", "cpuPerFrameUs"))},
           {"saturationFramesPerSecond",
-           ratio(num(dj, "saturation", "framesPerSecond"), num(fj, "saturation", "framesPerSecond"))}};
+           ratio(numAt(dj, "saturation", "framesPerSecond"), numAt(fj, "saturation", "framesPerSecond"))}};
     }
     std::fprintf(stderr, "  fanout %zu: last receiver p50 %.0f / p99 %.0f us (floor %.0f / %.0f), "
                  "cpu/frame %.2f us (floor %.2f)\n",
-                 n, num(entry["dohost"], "latencyLastUs", "median"), num(entry["dohost"], "latencyLastUs", "p99"),
-                 entry.contains("floor") ? num(entry["floor"], "latencyLastUs", "median") : 0.0,
-                 entry.contains("floor") ? num(entry["floor"], "latencyLastUs", "p99") : 0.0,
-                 num(entry["dohost"], "cpuPerFrameUs"),
-                 entry.contains("floor") ? num(entry["floor"], "cpuPerFrameUs") : 0.0);
+                 n, numAt(entry["dohost"], "latencyLastUs", "median"), numAt(entry["dohost"], "latencyLastUs", "p99"),
+                 entry.contains("floor") ? numAt(entry["floor"], "latencyLastUs", "median") : 0.0,
+                 entry.contains("floor") ? numAt(entry["floor"], "latencyLastUs", "p99") : 0.0,
+                 numAt(entry["dohost"], "cpuPerFrameUs"),
+                 entry.contains("floor") ? numAt(entry["floor"], "cpuPerFrameUs") : 0.0);
     // The servers first (SIGKILL, see docs/performance.md), then the clients.
     dohost.reset();
     floor.reset();
@@ -619,9 +412,9 @@ Json runMemoryBench(const WsBenchOptions& o) {
     }
   }
   std::fprintf(stderr, "  memory: dohost %.0f bytes/socket hibernated (floor %.0f); probe %.0f us -> %.0f us\n",
-               num(out["dohost"], "bytesPerSocket"),
-               out.contains("floor") ? num(out["floor"], "bytesPerSocket") : 0.0,
-               num(out["dohost"], "probeNoIdleUs", "median"), num(out["dohost"], "probeWithIdleUs", "median"));
+               numAt(out["dohost"], "bytesPerSocket"),
+               out.contains("floor") ? numAt(out["floor"], "bytesPerSocket") : 0.0,
+               numAt(out["dohost"], "probeNoIdleUs", "median"), numAt(out["dohost"], "probeWithIdleUs", "median"));
   return out;
 }
 

@@ -9,6 +9,10 @@
 //           socket (VmRSS with N sockets minus VmRSS with none, over N).
 //   wake    one sender, one receiver: the same message to a live object and to an object just
 //           evicted through the admin API; the difference is what waking costs.
+//   cluster one broadcast to N receivers spread over the hosts of a local cluster (the owner's
+//           CPU and every host's, per broadcast), two clients on different hosts (what the
+//           relay adds), relayed hibernated sockets (memory of edge and owner), each next to
+//           one dohost alone.
 #pragma once
 
 #include <sys/types.h>
@@ -35,6 +39,7 @@ struct WsBenchOptions {
   int externalPort = 0;
   int externalAdminPort = 0;
   pid_t externalPid = 0;
+  size_t clusterReceivers = 10000; // the cluster scenario's fan-out receivers
   bool floor = true;               // run the floor next to dohost
   std::string floorLoop = "epoll"; // its event loop: epoll or poll
 };
@@ -42,5 +47,8 @@ struct WsBenchOptions {
 Json runFanoutBench(const WsBenchOptions& options);
 Json runMemoryBench(const WsBenchOptions& options);
 Json runWakeBench(const WsBenchOptions& options);
+// The cluster scenario: etcd and `hosts` dohost hosts on this machine, next to one host alone
+// (cluster_scenario.cc).
+Json runClusterBench(const WsBenchOptions& options, int hosts);
 
 }  // namespace dohost::bench
