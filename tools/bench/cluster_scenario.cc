@@ -113,9 +113,10 @@ double sum(const std::vector<double>& v) {
 }
 
 // One broadcast at a time to `receivers` receivers, the sender on host 0 (the owner); the
-// receivers spread evenly over `ports`. CPU of each server pid over the rounds.
+// receivers spread evenly over `servers`. CPU of each server over the rounds; then, with
+// `pacedSeconds`, broadcasts at the rate that should keep the servers `pacedCores` busy.
 Json fanout(const std::vector<Server*>& servers, size_t receivers, int rounds, size_t messageBytes,
-            std::string* error) {
+            double pacedCores, double pacedSeconds, std::string* error) {
   ClientFleet fleet;
   if (!fleet.open(error)) return nullptr;
   std::string project = "bench-cluster-fanout-" + uniqueSuffix();
@@ -158,6 +159,43 @@ Json fanout(const std::vector<Server*>& servers, size_t receivers, int rounds, s
   std::vector<double> used;
   for (size_t i = 0; i < n; ++i) used.push_back(cpu1[i] - cpu0[i]);
   double frames = static_cast<double>(rounds) * static_cast<double>(receivers);
+  // The check of the projection: broadcasts paced so that the hosts together should be busy
+  // `pacedCores` of a core, for `pacedSeconds`; what they were busy in fact.
+  Json paced;
+  if (pacedSeconds > 0 && sum(used) > 0) {
+    double perBroadcast = sum(used) / rounds;
+    double rate = pacedCores / perBroadcast;  // broadcasts per second
+    std::vector<double> p0;
+    for (Server* s : servers) p0.push_back(cpuOf(s->pid));
+    auto start = SteadyClock::now();
+    auto end = start + std::chrono::duration<double>(pacedSeconds);
+    int sent = 0;
+    fleet.serveUntil(
+        [&] {
+          auto now = SteadyClock::now();
+          if (now >= end) return true;
+          double due = std::chrono::duration<double>(now - start).count() * rate;
+          while (sent < static_cast<int>(due) + 1) {
+            driver.sendOne();
+            ++sent;
+          }
+          return false;
+        },
+        pacedSeconds + 5);
+    if (!driver.drain(timeout)) {
+      *error = "a paced broadcast did not reach every receiver";
+      return nullptr;
+    }
+    double pacedWall = microsBetween(start, SteadyClock::now()) / 1e6;
+    double busy = 0;
+    for (size_t i = 0; i < n; ++i) busy += cpuOf(servers[i]->pid) - p0[i];
+    double predicted = sent * perBroadcast / pacedWall;
+    paced = Json{{"broadcastsPerSecond", sent / pacedWall},
+                 {"framesPerSecond", sent * static_cast<double>(receivers) / pacedWall},
+                 {"predictedCores", predicted},
+                 {"measuredCores", busy / pacedWall},
+                 {"measuredOverPredicted", predicted > 0 ? busy / pacedWall / predicted : 0.0}};
+  }
   Json perHost = Json::array();
   for (size_t i = 0; i < n; ++i) {
     perHost.push_back(Json{{"receivers", per[i]},
@@ -172,7 +210,8 @@ Json fanout(const std::vector<Server*>& servers, size_t receivers, int rounds, s
               {"allCpuPerBroadcastUs", sum(used) * 1e6 / rounds},
               {"allCpuPerFrameUs", sum(used) * 1e6 / frames},
               {"clientCpuUtil", (self1 - self0) / wall},
-              {"hosts", perHost}};
+              {"hosts", perHost},
+              {"paced", paced}};
 }
 
 // Two clients of one project: the receiver on `owner` (connected first, so that host owns
@@ -269,7 +308,7 @@ Json runClusterBench(const WsBenchOptions& o, int hostCount) {
   // which new sockets would reuse unseen.
   Json singleMemory = memory(*alone, *alone, memorySockets, &error);
   if (singleMemory.is_null()) return fail("one host, memory");
-  Json single = fanout({alone.get()}, receivers, rounds, bytes, &error);
+  Json single = fanout({alone.get()}, receivers, rounds, bytes, 0, 0, &error);
   if (single.is_null()) return fail("one host, fan-out");
 
   std::fprintf(stderr, "  cluster: etcd and %d hosts ...\n", hostCount);
@@ -279,7 +318,7 @@ Json runClusterBench(const WsBenchOptions& o, int hostCount) {
   for (auto& h : cluster.hosts) hosts.push_back(h.get());
   Json relayedMemory = hostCount > 1 ? memory(*hosts[0], *hosts[1], memorySockets, &error) : Json();
   if (hostCount > 1 && relayedMemory.is_null()) return fail("cluster, memory");
-  Json spread = fanout(hosts, receivers, rounds, bytes, &error);
+  Json spread = fanout(hosts, receivers, rounds, bytes, 0.5 * hostCount / 2, 4, &error);
   if (spread.is_null()) return fail("cluster, fan-out");
 
   // Latency: one host alone, and two clients on different hosts, in alternating blocks.

@@ -167,6 +167,16 @@ void printClusterTable(const Json& c) {
                 fmtNum(num(p, {"framesPerSecondOneHost"})).c_str(), c["hosts"].get<int>(),
                 c["hosts"].get<int>(), fmtNum(num(p, {"framesPerSecondNHosts"})).c_str());
   }
+  if (all.contains("fanout") && all["fanout"].contains("paced") && !all["fanout"]["paced"].is_null()) {
+    const Json& p = all["fanout"]["paced"];
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "  Check, paced at %.1f broadcasts/s (%s frames/s): the hosts were busy %.2f cores, "
+                  "%.2f predicted (%.2fx)\n",
+                  num(p, {"broadcastsPerSecond"}), fmtNum(num(p, {"framesPerSecond"})).c_str(),
+                  num(p, {"measuredCores"}), num(p, {"predictedCores"}), num(p, {"measuredOverPredicted"}));
+    std::printf("%s", buf);
+  }
 }
 
 void printTable(const Json& r) {
