@@ -249,6 +249,11 @@ class ObjectSlot final : public ObjectState, public Storage, public Sql {
   Scheduler::TurnChange change_;  // the running event's, handed to the scheduler after commit
   int txnDepth_ = 0;
   std::map<uint64_t, std::shared_ptr<detail::SocketRecord>> sockets_;  // by id = accept order
+  // How many of sockets_ carry each tag (a socket's tags are fixed while it is here, and no
+  // socket in sockets_ is closed: detachSocket closes and removes at once), so counting is not
+  // a walk over every socket on each upgrade and message.
+  std::map<std::string, size_t, std::less<>> tagCounts_;
+  void countTags(const detail::SocketRecord& socket, bool added);
   struct AutoResponse {
     std::string request;
     std::string response;

@@ -44,8 +44,23 @@ WebSocket ObjectSlot::acceptWebSocket(Request& request, std::vector<std::string>
 
 void ObjectSlot::addSocket(const std::shared_ptr<detail::SocketRecord>& socket) {
   socket->slot = this;
-  sockets_.emplace(socket->id, socket);
+  if (sockets_.emplace(socket->id, socket).second) countTags(*socket, true);
   runtime_.socketOpened();
+}
+
+void ObjectSlot::countTags(const detail::SocketRecord& socket, bool added) {
+  const std::vector<std::string>& tags = socket.tags;
+  for (size_t i = 0; i < tags.size(); ++i) {
+    if (std::find(tags.begin(), tags.begin() + static_cast<std::ptrdiff_t>(i), tags[i]) !=
+        tags.begin() + static_cast<std::ptrdiff_t>(i)) {
+      continue;  // a tag given twice counts the socket once
+    }
+    if (added) {
+      ++tagCounts_[tags[i]];
+    } else if (auto it = tagCounts_.find(tags[i]); it != tagCounts_.end() && --it->second == 0) {
+      tagCounts_.erase(it);
+    }
+  }
 }
 
 // The one way a socket leaves its object. Whoever still holds the record afterwards (a
@@ -55,6 +70,7 @@ void ObjectSlot::detachSocket(uint64_t id) {
   auto it = sockets_.find(id);
   if (it == sockets_.end()) return;
   detail::SocketRecord& r = *it->second;
+  countTags(r, false);
   r.slot = nullptr;
   r.state = detail::SocketState::kClosed;
   r.transport = nullptr;
@@ -66,6 +82,7 @@ void ObjectSlot::detachSocket(uint64_t id) {
 void ObjectSlot::releaseSocket(uint64_t id) {
   auto it = sockets_.find(id);
   if (it == sockets_.end()) return;
+  countTags(*it->second, false);
   it->second->slot = nullptr;
   sockets_.erase(it);
   runtime_.socketClosed();
@@ -84,12 +101,9 @@ std::vector<WebSocket> ObjectSlot::getWebSockets(std::string_view tag) {
 }
 
 size_t ObjectSlot::countWebSockets(std::string_view tag) {
-  size_t n = 0;
-  for (const auto& [id, s] : sockets_) {
-    if (s->state == detail::SocketState::kClosed) continue;
-    if (tag.empty() || std::find(s->tags.begin(), s->tags.end(), tag) != s->tags.end()) ++n;
-  }
-  return n;
+  if (tag.empty()) return sockets_.size();
+  auto it = tagCounts_.find(tag);
+  return it == tagCounts_.end() ? 0 : it->second;
 }
 
 bool ObjectSlot::matches(const detail::SocketRecord& s, const BroadcastOptions& options) const {

@@ -752,11 +752,14 @@ class TokenTests(unittest.IsolatedAsyncioTestCase):
                     with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
                         await self.host.connect(app, path, headers={"Authorization": f"Bearer {bad}"})
                     self.assertEqual(cm.exception.status_code, 401)
-        # A token with a 1 s lifetime is accepted, then refused once it ran out.
-        short = self.token("--user", "u1", "--ttl", "1s")
+        # A token with a short lifetime is accepted, then refused once it ran out. Its `exp`
+        # says when; the lifetime leaves room for a slow doctl and a slow host.
+        short = self.token("--user", "u1", "--ttl", "4s")
+        payload = short.split(".")[1]
+        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
         ws = await self.host.connect("hopeflow", f"/?token={short}")
         await ws.close()
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(max(0.0, exp + 1.1 - time.time()))
         with self.assertRaises(websockets.exceptions.InvalidStatusCode) as cm:
             await self.host.connect("hopeflow", f"/?token={short}")
         self.assertEqual(cm.exception.status_code, 401)

@@ -37,4 +37,34 @@ TEST_CASE_FIXTURE(RuntimeFixture, "a close during an eviction's turn is delivere
   CHECK(body("/get") == "2");  // both closes committed
 }
 
+TEST_CASE_FIXTURE(RuntimeFixture, "socket counts by tag follow every way a socket comes and goes") {
+  ObjectSlot& s = slot();
+  auto add = [&](std::vector<std::string> tags) {
+    auto r = std::make_shared<detail::SocketRecord>();
+    r->id = runtime->nextSocketId();
+    r->tags = std::move(tags);
+    s.addSocket(r);
+    return r;
+  };
+  auto a = add({"room", "user:1"});
+  auto b = add({"room", "room"});  // a tag given twice counts the socket once
+  auto c = add({});
+  auto agree = [&](std::string_view tag) { return s.countWebSockets(tag) == s.getWebSockets(tag).size(); };
+  CHECK(s.countWebSockets({}) == 3);
+  CHECK(s.countWebSockets("room") == 2);
+  CHECK(s.countWebSockets("user:1") == 1);
+  CHECK(s.countWebSockets("nobody") == 0);
+  s.detachSocket(a->id);
+  CHECK(s.countWebSockets("room") == 1);
+  CHECK(s.countWebSockets("user:1") == 0);
+  s.releaseSocket(b->id);  // moved to another object
+  CHECK(s.countWebSockets("room") == 0);
+  CHECK(s.countWebSockets({}) == 1);
+  s.detachSocket(b->id);  // no longer here: nothing changes
+  CHECK(s.countWebSockets({}) == 1);
+  for (std::string_view tag : {"", "room", "user:1"}) CHECK(agree(tag));
+  s.detachSocket(c->id);
+  CHECK(s.countWebSockets({}) == 0);
+}
+
 }  // namespace dohost::testing

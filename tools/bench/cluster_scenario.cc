@@ -1,6 +1,7 @@
 // The cluster scenario (dohost-bench --scenario cluster --hosts N): a local etcd, N dohost
 // hosts sharing one data folder, each with its own Broadcaster port, and the same figures from
 // one dohost alone for comparison. See ws_scenarios.h and docs/performance.md, "Cluster".
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -143,6 +144,13 @@ Json fanout(const std::vector<Server*>& servers, size_t receivers, int rounds, s
     }
   }
   driver.clearSamples();
+  // The bench's clients yield to the servers while they are measured: on a machine with fewer
+  // cores than hosts + 1, a client that competes with the hosts for a core adds the cost of
+  // its preemptions and of the caches it evicts to the hosts' CPU time, which is not what the
+  // relay costs. The servers' work does not wait for the clients (the kernel buffers frames).
+  // Back to the old priority afterwards where the system allows it.
+  int niceBefore = getpriority(PRIO_PROCESS, 0);
+  (void)setpriority(PRIO_PROCESS, 0, 19);
   std::vector<double> cpu0, cpu1;
   for (Server* s : servers) cpu0.push_back(cpuOf(s->pid));
   double self0 = cpuOf(getpid());
@@ -156,6 +164,7 @@ Json fanout(const std::vector<Server*>& servers, size_t receivers, int rounds, s
   double wall = microsBetween(w0, SteadyClock::now()) / 1e6;
   for (Server* s : servers) cpu1.push_back(cpuOf(s->pid));
   double self1 = cpuOf(getpid());
+  (void)setpriority(PRIO_PROCESS, 0, niceBefore);
   std::vector<double> used;
   for (size_t i = 0; i < n; ++i) used.push_back(cpu1[i] - cpu0[i]);
   double frames = static_cast<double>(rounds) * static_cast<double>(receivers);

@@ -700,11 +700,19 @@ void Relay::clientClosed(SocketId socket, const CloseInfo& info) {
 }
 
 void Relay::onSend(Link& l, const Send& send) {
+  // A Send's sockets are mostly of one object: the class's metrics are looked up once per run.
+  const std::string* className = nullptr;
+  ClassMetrics* metrics = nullptr;
   for (SocketId sid : send.sockets) {
     const EdgeSocket* s = edge_.find(sid);
+    if (s == nullptr || s->owner != l.peerId) continue;
     auto c = clients_.find(sid);
-    if (s == nullptr || c == clients_.end() || s->owner != l.peerId) continue;
-    ++runtime_.metrics(s->object.className).messagesOut;
+    if (c == clients_.end()) continue;
+    if (className == nullptr || *className != s->object.className) {
+      className = &s->object.className;
+      metrics = &runtime_.metrics(*className);
+    }
+    ++metrics->messagesOut;
     c->second->send(send.frame);
   }
 }
