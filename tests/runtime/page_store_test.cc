@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <ostream>
 #include <thread>
 
 #include "dohost/storage/object_db.h"
@@ -22,6 +23,11 @@
 #include "support/temp_dir.h"
 
 namespace dohost::store {
+
+// How doctest shows an outcome (found by argument-dependent lookup, so outside the anonymous
+// namespace).
+std::ostream& operator<<(std::ostream& out, Outcome outcome) { return out << outcomeName(outcome); }
+
 namespace {
 
 using namespace std::chrono_literals;

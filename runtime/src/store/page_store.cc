@@ -164,7 +164,7 @@ Outcome incompleteWrite(const PgBatchResult& batch, size_t statements, std::stri
 
 }  // namespace
 
-const char* toString(Outcome outcome) {
+const char* outcomeName(Outcome outcome) {
   switch (outcome) {
     case Outcome::kOk: return "ok";
     case Outcome::kFenced: return "fenced";

@@ -49,7 +49,7 @@
 namespace dohost::store {
 
 enum class Outcome { kOk, kFenced, kFailed, kUnknown };
-const char* toString(Outcome outcome);
+const char* outcomeName(Outcome outcome);
 
 struct PageStoreOptions {
   std::string conninfo;  // a libpq connection string or URI
