@@ -38,7 +38,7 @@ using testing::PostgresServer;
 // they would to the runtime's loop. REQUIRE fails the test if either cannot start.
 class StoreFixture {
  public:
-  StoreFixture() {
+  explicit StoreFixture(std::chrono::milliseconds requestTimeout = 30s) {
     Result<std::unique_ptr<PostgresServer>> server = PostgresServer::start();
     if (!server.isOk() && server.status().code() == Status::Code::kNotFound) {
       skipped = server.status().message();
@@ -53,7 +53,7 @@ class StoreFixture {
     });
     Result<std::unique_ptr<PageStore>> made = PageStore::start(
         {.conninfo = pg->conninfo(),
-         .requestTimeout = 30s,
+         .requestTimeout = requestTimeout,
          .post = [this](std::function<void()> fn) { inbox_.post(std::move(fn)); }});
     REQUIRE_MESSAGE(made.isOk(), made.status().toString());
     store = std::move(made).value();
@@ -367,6 +367,66 @@ TEST_CASE("page store: a commit in flight when PostgreSQL is killed has an unkno
     CHECK(refused.outcome == Outcome::kFailed);
     CHECK(!refused.error.empty());
   }
+}
+
+// Another session takes the object's row lock, so that a commit of it waits inside PostgreSQL
+// until that session ends.
+std::unique_ptr<PgSession> holdRow(const PostgresServer& pg, const std::string& key) {
+  auto holder = PgSession::open(pg.conninfo());
+  REQUIRE(holder.isOk());
+  REQUIRE((*holder)->query("BEGIN").isOk());
+  REQUIRE((*holder)->query("SELECT 1 FROM do_object WHERE object_key = '" + key + "' FOR UPDATE")
+              .isOk());
+  return std::move(holder).value();
+}
+
+TEST_CASE("page store: a commit past its deadline is unknown, and it may land after all") {
+  StoreFixture f(3s);
+  SKIP_WITHOUT_POSTGRES(f);
+  testing::TempDir dir;
+  CapturedObject object(dir, "slow");
+  REQUIRE(f.claim("slow", 5).outcome == Outcome::kOk);
+  std::unique_ptr<PgSession> holder = holdRow(*f.pg, "slow");
+
+  object.put("a", "1");
+  CommitAnswer late = f.commit({object.take(5)});
+  CAPTURE(late.error);
+  CHECK(late.outcome == Outcome::kUnknown);
+
+  // PostgreSQL had the whole transaction, COMMIT included: once the row is free it commits,
+  // though nobody waits for it any more. That is why the answer could not be "failed".
+  REQUIRE(holder->query("ROLLBACK").isOk());
+  LoadAnswer loaded;
+  for (int tries = 0; tries < 200; ++tries) {
+    loaded = f.load("slow");
+    if (loaded.outcome == Outcome::kOk && loaded.commitSeq == 1) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  CHECK(loaded.commitSeq == 1);
+  checkRebuilt(dir, loaded, object.rows());
+}
+
+TEST_CASE("page store: stopping it ends the request in flight as unknown and fails the queued") {
+  StoreFixture f;
+  SKIP_WITHOUT_POSTGRES(f);
+  testing::TempDir dir;
+  CapturedObject object(dir, "obj");
+  REQUIRE(f.claim("obj", 5).outcome == Outcome::kOk);
+  std::unique_ptr<PgSession> holder = holdRow(*f.pg, "obj");
+  auto watcher = PgSession::open(f.pg->conninfo());
+  REQUIRE(watcher.isOk());
+
+  std::optional<CommitAnswer> inFlight;
+  std::optional<ClaimAnswer> queued;
+  object.put("a", "1");
+  f.store->commit({object.take(5)}, [&](CommitAnswer a) { inFlight = std::move(a); });
+  f.store->claim("other", 1, 0, [&](ClaimAnswer a) { queued = std::move(a); });
+  REQUIRE(waitingCommitBackend(**watcher) > 0);
+  f.store.reset();
+  f.drainUntil([&] { return inFlight && queued; });
+  CHECK(inFlight->outcome == Outcome::kUnknown);
+  CHECK(queued->outcome == Outcome::kFailed);
+  CHECK(queued->error == "the page store stopped");
 }
 
 }  // namespace
