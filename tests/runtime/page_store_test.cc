@@ -13,7 +13,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <ostream>
 #include <thread>
 
 #include "dohost/storage/object_db.h"
@@ -23,10 +22,6 @@
 #include "support/temp_dir.h"
 
 namespace dohost::store {
-
-// How doctest shows an outcome (found by argument-dependent lookup, so outside the anonymous
-// namespace).
-std::ostream& operator<<(std::ostream& out, Outcome outcome) { return out << outcomeName(outcome); }
 
 namespace {
 
