@@ -307,6 +307,36 @@ Status stepAlter(sqlite3* db, sqlite3_stmt* stmt, AuthorizerState& auth, SqlResu
   return execSql(db, "RELEASE _do_alter");
 }
 
+// The connection's own open write-ahead log, read through its VFS (so injected faults reach
+// these reads as they reach SQLite's). A connection with no log open reads as an empty file.
+class ConnectionWalSource final : public WalSource {
+ public:
+  explicit ConnectionWalSource(sqlite3_file* file) : file_(file) {}
+
+  Result<int64_t> size() override {
+    if (!isOpen()) return int64_t{0};
+    sqlite3_int64 bytes = 0;
+    if (int rc = file_->pMethods->xFileSize(file_, &bytes); rc != SQLITE_OK) {
+      return Status::sqlError(rc, std::string("cannot size the WAL: ") + sqlite3_errstr(rc));
+    }
+    return int64_t{bytes};
+  }
+
+  Status read(int64_t offset, std::span<char> out) override {
+    if (!isOpen()) return Status::sqlError(SQLITE_IOERR_SHORT_READ, "the WAL is not open");
+    int rc = file_->pMethods->xRead(file_, out.data(), static_cast<int>(out.size()), offset);
+    if (rc != SQLITE_OK) {
+      return Status::sqlError(rc, std::string("cannot read the WAL: ") + sqlite3_errstr(rc));
+    }
+    return Status::ok();
+  }
+
+ private:
+  bool isOpen() const { return file_ != nullptr && file_->pMethods != nullptr; }
+
+  sqlite3_file* file_;  // owned by the connection
+};
+
 }  // namespace
 
 Result<std::unique_ptr<ObjectDatabase>> ObjectDatabase::open(const std::string& path,
@@ -334,7 +364,22 @@ Result<std::unique_ptr<ObjectDatabase>> ObjectDatabase::open(const std::string& 
   // Owns `db` from here on, so every early return below closes it.
   std::unique_ptr<ObjectDatabase> database(new ObjectDatabase(db, path, options));
   if (Status s = configure(db, options); !s.isOk()) return s;
-  if (!options.readOnly) checkpointAfterCommits(db, &database->checkpointError_);
+  if (options.readOnly) return database;
+  if (!options.captureWal) {
+    checkpointAfterCommits(db, &database->checkpointError_);
+    return database;
+  }
+  // Replacing SQLite's own WAL hook turns its automatic checkpoint off.
+  sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  sqlite3_wal_hook(
+      db,
+      [](void* arg, sqlite3*, const char*, int frames) -> int {
+        auto* wal = static_cast<WalState*>(arg);
+        wal->uncaptured = true;
+        wal->frames = frames;
+        return SQLITE_OK;
+      },
+      &database->wal_);
   return database;
 }
 
@@ -664,6 +709,38 @@ Status ObjectDatabase::commit() {
   Status s = execSql(db_, "COMMIT");
   if (s.isOk()) ++commits_;
   return s;
+}
+
+Result<std::optional<CapturedPages>> ObjectDatabase::captureCommits() {
+  if (!options_.captureWal) return Status::notAllowed("the database is not in capture mode");
+  if (inTransaction()) return Status::notAllowed("cannot capture inside a transaction");
+  if (!wal_.uncaptured) return std::optional<CapturedPages>();
+  sqlite3_file* file = nullptr;
+  if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK) {
+    return errorFrom(db_);
+  }
+  ConnectionWalSource source(file);
+  Result<WalRead> read = readWalCommits(
+      source, wal_.position, {.frameCount = wal_.frames, .mayRestart = wal_.checkpointed});
+  if (!read.isOk()) return read.status();
+  wal_.position = read->next;
+  wal_.uncaptured = false;
+  wal_.checkpointed = false;
+  if (read->captured.commits == 0) return std::optional<CapturedPages>();
+  return std::optional<CapturedPages>(std::move(read->captured));
+}
+
+Status ObjectDatabase::checkpointCaptured() {
+  if (!options_.captureWal) return Status::notAllowed("the database is not in capture mode");
+  if (inTransaction()) return Status::notAllowed("cannot checkpoint inside a transaction");
+  if (wal_.uncaptured) {
+    return Status::notAllowed("commits since the last capture are not captured yet");
+  }
+  int rc = sqlite3_wal_checkpoint_v2(db_, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  // Busy: another connection holds the checkpoint lock; the frames stay for the next try.
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) return errorFrom(db_);
+  wal_.checkpointed = true;
+  return Status::ok();
 }
 
 Status ObjectDatabase::rollback() { return execSql(db_, "ROLLBACK"); }

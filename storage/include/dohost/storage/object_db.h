@@ -23,6 +23,7 @@
 
 #include "dohost/sql_value.h"
 #include "dohost/status.h"
+#include "dohost/storage/wal_capture.h"
 
 struct sqlite3;
 
@@ -46,6 +47,11 @@ struct OpenOptions {
   bool readOnly = false;  // doctl: SQLITE_OPEN_READONLY, never creates or writes
   Durability durability = Durability::kFull;
   Limits limits;
+  // Capture mode (for a page store that replicates the file): no automatic checkpoint and
+  // none when the handle closes, so every committed frame stays in the write-ahead log until
+  // captureCommits() has read it and checkpointCaptured() is called. Off: checkpoints follow
+  // commits (once the log holds 1000 pages), as always.
+  bool captureWal = false;
 };
 
 struct ListOptions {
@@ -157,6 +163,18 @@ class ObjectDatabase {
   // are in the log, and the next commit tries again.
   Status takeCheckpointError() { return std::exchange(checkpointError_, Status::ok()); }
 
+  // Capture mode only (OpenOptions::captureWal). The page images the transactions committed
+  // since the last capture wrote, read from the write-ahead log; nullopt when nothing was
+  // committed since (a rolled-back transaction writes nothing that counts). The first capture
+  // after open reads every committed frame the log holds, so frames a closed handle left
+  // there are captured again. A failed capture keeps its position: the next one reads the
+  // same frames again. kNotAllowed outside capture mode or inside a transaction.
+  Result<std::optional<CapturedPages>> captureCommits();
+  // Capture mode only: the captured frames are stored elsewhere, so the log may be copied into
+  // the database file (a passive checkpoint; it never waits for readers). kNotAllowed while
+  // commits are not captured yet, outside capture mode, or inside a transaction.
+  Status checkpointCaptured();
+
   sqlite3* handle() { return db_; }  // for tools that read the file directly
 
  private:
@@ -169,6 +187,15 @@ class ObjectDatabase {
   OpenOptions options_;
   int64_t commits_ = 0;
   Status checkpointError_;
+
+  // Capture mode: set by the WAL hook after each commit of this handle.
+  struct WalState {
+    bool uncaptured = true;               // commits since the last capture (open counts as one)
+    std::optional<int64_t> frames;        // frames in the log after the last commit, if known
+    bool checkpointed = false;            // a checkpoint ran since the last capture
+    WalPosition position;                 // after the last captured commit frame
+  };
+  WalState wal_;
 };
 
 }  // namespace dohost::storage
