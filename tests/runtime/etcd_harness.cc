@@ -25,9 +25,31 @@ using namespace std::chrono_literals;
 
 constexpr const char* kEtcdBinary = "/usr/bin/etcd";
 
-// `count` distinct free loopback ports below the kernel's ephemeral range (32768-60999 by
-// default): a port from bind(0) may be handed to any outgoing connection once it is closed,
-// before etcd binds it. Each chosen port is held bound until all are chosen.
+pid_t spawn(const std::vector<std::string>& args, const std::string& logPath) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, args[0].c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
+}
+
+bool healthy(const std::string& url) {
+  auto client = cluster::EtcdClient::create({.endpoints = {url}, .requestTimeout = 500ms});
+  if (!client.isOk()) return false;
+  Result<bool> health = (*client)->health();
+  return health.isOk() && *health;
+}
+
+}  // namespace
+
 Result<std::vector<int>> freePorts(int count) {
   constexpr int kLow = 12000, kHigh = 32000;
   std::mt19937 rng(static_cast<unsigned>(::getpid()) ^
@@ -54,30 +76,6 @@ Result<std::vector<int>> freePorts(int count) {
   return ports;
 }
 
-pid_t spawn(const std::vector<std::string>& args, const std::string& logPath) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, logPath.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, args[0].c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -1;
-}
-
-bool healthy(const std::string& url) {
-  auto client = cluster::EtcdClient::create({.endpoints = {url}, .requestTimeout = 500ms});
-  if (!client.isOk()) return false;
-  Result<bool> health = (*client)->health();
-  return health.isOk() && *health;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<EtcdCluster>> EtcdCluster::start(int members) {
   if (::access(kEtcdBinary, X_OK) != 0) {

@@ -19,6 +19,11 @@
 
 namespace dohost::testing {
 
+// `count` distinct free loopback ports below the kernel's ephemeral range (32768-60999 by
+// default): a port from bind(0) may be handed to any outgoing connection once it is closed,
+// before a server binds it. Each chosen port is held bound until all are chosen.
+Result<std::vector<int>> freePorts(int count);
+
 class EtcdCluster {
  public:
   // Starts `members` members and waits (up to 20 s) until each answers /health with true.

@@ -18,6 +18,8 @@
 
 #include <libpq-fe.h>
 
+#include "etcd_harness.h"
+
 extern char** environ;
 
 namespace dohost::testing {
@@ -26,26 +28,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr const char* kBinDir = "/usr/lib/postgresql/15/bin";
-
-// A free loopback port below the kernel's ephemeral range (as etcd_harness.cc chooses them).
-Result<int> freePort() {
-  std::mt19937 rng(static_cast<unsigned>(::getpid()) ^
-                   static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  std::uniform_int_distribution<int> pick(12000, 31999);
-  for (int tries = 0; tries < 1000; ++tries) {
-    int port = pick(rng);
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) break;
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    if (bound) return port;
-  }
-  return Status::ioError("no free loopback port");
-}
 
 // Who the server runs as: the `postgres` user when we are root, else ourselves.
 struct RunAs {
@@ -146,10 +128,10 @@ Result<std::unique_ptr<PostgresServer>> PostgresServer::start() {
     }
     return Status::ioError("initdb failed (" + std::to_string(rc) + "): " + tail(log));
   }
-  Result<int> port = freePort();
-  if (!port.isOk()) return port.status();
-  server->port_ = *port;
-  server->pid_ = spawnAs(*who, {postgres, "-D", data, "-p", std::to_string(*port), "-k",
+  Result<std::vector<int>> ports = freePorts(1);
+  if (!ports.isOk()) return ports.status();
+  server->port_ = ports->front();
+  server->pid_ = spawnAs(*who, {postgres, "-D", data, "-p", std::to_string(server->port_), "-k",
                                 server->dir_, "-h", "127.0.0.1", "-c", "fsync=off"},
                          log);
   if (server->pid_ < 0) return Status::ioError("cannot start postgres");
